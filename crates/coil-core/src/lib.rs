@@ -1,0 +1,12 @@
+//! coil-core: the engine. GGUF files, tensor types, (later) kernels, models, recurrent state memory,
+//! tokenizers and sampling. No JavaScript here: `coil-node` and `coil-wasm` are thin bindings over
+//! this crate, so both targets run exactly the same code.
+
+pub mod cpu;
+pub mod error;
+pub mod gguf;
+pub mod kernels;
+pub mod tokenizer;
+pub mod util;
+
+pub use error::{CoilError, ErrorCode, Result};

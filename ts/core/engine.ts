@@ -1,0 +1,43 @@
+// One interface in front of the two engines. Everything per-target (how a binding is loaded, how
+// bytes reach it) lives behind `Engine`; the facade's logic is written once against it.
+
+import type { BackendName } from "./types.js";
+import type { ByteSource } from "./source.js";
+import { fromEngineError, throwIfAborted } from "./errors.js";
+
+export interface Engine {
+  readonly name: BackendName;
+  version(): string;
+  cpuFeatures(): string[];
+  /** JSON from the core: every kernel path run against its scalar reference. */
+  kernelSelfcheck(): string;
+  /** Parse a header prefix of a file of `fileSize` bytes; throws GGUF_NEED_MORE when the prefix is short. */
+  inspectBytes(prefix: Uint8Array, fileSize: number, arrayHead: number): string;
+  /** Native only: inspect a file by path through a memory map, off the JS thread. */
+  inspectPath?(path: string, arrayHead: number, signal?: AbortSignal): Promise<string>;
+}
+
+/** Reads the GGUF header through ever larger prefixes until the engine has enough. The prefix
+ *  starts at 1 MiB (enough for most headers) and grows as the engine asks, so no read ever needs
+ *  more than the header itself. */
+export async function inspectSource(
+  engine: Engine,
+  src: ByteSource,
+  arrayHead: number,
+  signal?: AbortSignal,
+): Promise<string> {
+  let want = Math.min(src.size, 1 << 20);
+  for (;;) {
+    throwIfAborted(signal);
+    const prefix = await src.read(0, want, signal);
+    try {
+      return engine.inspectBytes(prefix, src.size, arrayHead);
+    } catch (e) {
+      const err = fromEngineError(e);
+      if (err.code !== "GGUF_NEED_MORE") throw err;
+      const next = Math.min(src.size, Math.max(err.offset ?? 0, want * 2));
+      if (next <= want) throw err; // cannot happen with a correct engine; never loop forever
+      want = next;
+    }
+  }
+}

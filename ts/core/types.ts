@@ -1,0 +1,100 @@
+// The public types shared by every target. The node entry, the web entry and the worker client all
+// implement `CoilApi`, so user code is the same whichever target runs it.
+
+/** Which engine runs the work. "auto": native where it loads (Node, Bun, Deno), else wasm. */
+export type BackendName = "native" | "wasm";
+export type BackendChoice = BackendName | "auto";
+
+/** Where a GGUF comes from: a file path or file: URL (Node, Bun, Deno), an http(s) URL, a Blob or File,
+ *  or bytes already in memory. Large inputs are read in ranges, never as one buffer. */
+export type GgufSource = string | URL | Blob | ArrayBuffer | ArrayBufferView;
+
+export interface CommonOptions {
+  /** Engine to use. Default: `COIL_BACKEND` in the environment, else "auto". */
+  backend?: BackendChoice;
+  /** Aborts the operation; it then rejects with an error whose name is "AbortError". */
+  signal?: AbortSignal;
+}
+
+export interface InspectOptions extends CommonOptions {
+  /** Summarise metadata arrays longer than this many items as `{type, length, head}`.
+   *  Default: full arrays. The CLI uses 16 unless `--full`. */
+  arrayHead?: number;
+}
+
+/** A metadata value as JSON: numbers, strings, booleans, arrays (possibly nested), or the summary of
+ *  a long array. 64-bit integers beyond 2^53 lose precision. */
+export type GgufMetadataValue =
+  | number
+  | string
+  | boolean
+  | GgufMetadataValue[]
+  | { type: string; length: number; head: GgufMetadataValue[] };
+
+export interface GgufTensorInfo {
+  name: string;
+  /** ggml type name ("F32", "Q4_K", ...) or "UNKNOWN(id)". */
+  type: string;
+  type_id: number;
+  /** Shape in ggml order (ne0, the contiguous dimension, first). */
+  shape: number[];
+  /** Offset of the data from the start of the data section. */
+  offset: number;
+  /** Bytes of data; null when the type is unknown. */
+  bytes: number | null;
+}
+
+export interface GgufLayerInfo {
+  index: number;
+  kind: "ssm" | "attention";
+  ffn: "moe" | "dense" | "none";
+}
+
+export interface GgufSummary {
+  architecture: string | null;
+  name: string | null;
+  parameters: number;
+  tensor_bytes: number;
+  bits_per_weight: number | null;
+  tensor_types: Record<string, number>;
+  unknown_type_ids: number[];
+  tokenizer: { model: string; vocab_size: number; pre: string | null } | null;
+  context_length: number | null;
+  embedding_length: number | null;
+  block_count: number | null;
+  layers: GgufLayerInfo[];
+  ssm: { d_conv: number; d_inner: number; d_state: number; dt_rank: number; n_group: number } | null;
+  recurrent_state_bytes_per_sequence: number | null;
+}
+
+/** Everything in a GGUF header, plus a summary. Identical from both backends. */
+export interface GgufInfo {
+  version: number;
+  file_size: number;
+  alignment: number;
+  data_offset: number;
+  metadata: Record<string, GgufMetadataValue>;
+  /** The GGUF type of each metadata value: "u32", "string", "array<string>", "array<array<u8>>", ... */
+  metadata_types: Record<string, string>;
+  tensors: GgufTensorInfo[];
+  summary: GgufSummary;
+}
+
+export interface BackendInfo {
+  backend: BackendName;
+  /** Engine version. */
+  version: string;
+  /** SIMD the kernels can use: runtime-detected on native, compiled-in on wasm ("simd128"). */
+  cpuFeatures: string[];
+  /** Each kernel path (scalar, avx2, avx512, neon, simd128) checked against the scalar reference
+   *  on fixed inputs: the largest relative difference seen. */
+  kernels: { path: string; max_rel_diff: number }[];
+  /** Why native was not used, when "auto" fell back to wasm. */
+  fallbackReason?: string;
+}
+
+/** The API every target offers. */
+export interface CoilApi {
+  inspectGguf(source: GgufSource, options?: InspectOptions): Promise<GgufInfo>;
+  backendInfo(options?: CommonOptions): Promise<BackendInfo>;
+}

@@ -1,0 +1,45 @@
+// Entry for browsers and web workers: the wasm engine, run in the current thread. Pages that want
+// the work off their main thread use `createWorkerClient()` (same API, over comlink) instead.
+
+import { createApi } from "../core/facade.js";
+import type { CoilApi } from "../core/types.js";
+import { BackendUnavailableError } from "../core/errors.js";
+import type { Engine } from "../core/engine.js";
+import { wasmEngine, type WasmBinding } from "../core/wasm-engine.js";
+
+export * from "../core/types.js";
+export * from "../core/errors.js";
+export { createWorkerClient } from "./client.js";
+
+let wasm: Promise<Engine> | undefined;
+let wasmUrlOverride: string | URL | undefined;
+
+/** Where to fetch coil_wasm_bg.wasm from, for bundlers or CDNs that move it. Call before first use. */
+export function setWasmUrl(url: string | URL): void {
+  wasmUrlOverride = url;
+}
+
+async function loadWasmEngineWeb(): Promise<Engine> {
+  const b = (await import("../../wasm-pkg/coil_wasm.js")) as unknown as WasmBinding;
+  const url = wasmUrlOverride ?? new URL("../../wasm-pkg/coil_wasm_bg.wasm", import.meta.url);
+  await b.default({ module_or_path: url });
+  return wasmEngine(b);
+}
+
+const api: CoilApi = createApi({
+  defaultBackend: () => "wasm",
+  async engine(choice) {
+    if (choice === "native") {
+      throw new BackendUnavailableError("the native backend is not available in a browser: use \"wasm\"");
+    }
+    try {
+      return { engine: await (wasm ??= loadWasmEngineWeb()) };
+    } catch (e) {
+      wasm = undefined;
+      throw new BackendUnavailableError(`the wasm engine could not be loaded: ${(e as Error).message}`, { cause: e });
+    }
+  },
+});
+
+export const inspectGguf = api.inspectGguf;
+export const backendInfo = api.backendInfo;
