@@ -10,7 +10,7 @@ import { fixture } from "./helpers.js";
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 
 function coil(args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, ...env } });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", maxBuffer: 256 << 20, env: { ...process.env, ...env } });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -57,6 +57,21 @@ describe("coil inspect", () => {
     const r = coil(["backend", "--json"], { COIL_BACKEND: "wasm" });
     expect(JSON.parse(r.out).backend).toBe("wasm");
     expect(JSON.parse(coil(["backend", "--json"]).out).backend).toBe("native");
+  });
+
+  it("when the native addon cannot load, auto falls back to wasm and says why once", () => {
+    const env = { NAPI_RS_NATIVE_LIBRARY_PATH: "/no/such/coil.node" };
+    const r = coil(["inspect", fixture("models/tiny-mamba2.gguf"), "--json"], env);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out).summary.architecture).toBe("mamba2");
+    expect(r.err.match(/COIL_NATIVE_UNAVAILABLE/g)).toHaveLength(1);
+    expect(r.err).toContain("/no/such/coil.node");
+    const b = coil(["backend", "--json"], env);
+    expect(JSON.parse(b.out)).toMatchObject({ backend: "wasm", fallbackReason: expect.stringContaining("coil.node") });
+    // Asking for native explicitly fails instead of falling back.
+    const n = coil(["inspect", fixture("models/tiny-mamba2.gguf"), "--backend", "native"], env);
+    expect(n.code).toBe(1);
+    expect(n.err).toContain("BACKEND_UNAVAILABLE");
   });
 
   it("a bad file: exit 1 and one clear line on stderr", () => {

@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { coil, fixtureBytes, rng } from "./helpers.js";
 
 const SEED = Number(process.env.COIL_FUZZ_SEED ?? 20261121);
-const ITERATIONS = Number(process.env.COIL_FUZZ_ITERATIONS ?? 1500);
+const ITERATIONS = Number(process.env.COIL_FUZZ_ITERATIONS ?? 6000);
 const TIME_BUDGET_MS = Number(process.env.COIL_FUZZ_MS ?? 25_000);
 
 type Outcome = { ok: unknown } | { code: string; offset?: number; message: string };

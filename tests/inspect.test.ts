@@ -43,9 +43,9 @@ describe("inspectGguf: facts", () => {
     const neox = await coil.inspectGguf(fixture("vocab/ggml-vocab-gpt-neox.gguf"));
     expect(neox.metadata["tokenizer.ggml.model"]).toBe("gpt2");
     expect(neox.metadata["tokenizer.ggml.pre"]).toBe("mpt");
-    expect(neox.summary.tokenizer).toEqual({ model: "gpt2", vocab_size: 50277, pre: "mpt" });
+    expect(neox.summary.tokenizer).toEqual({ model: "gpt2", vocab_size: 50432, pre: "mpt" });
     expect(neox.metadata_types["tokenizer.ggml.tokens"]).toBe("array<string>");
-    expect((neox.metadata["tokenizer.ggml.tokens"] as string[]).length).toBe(50277);
+    expect((neox.metadata["tokenizer.ggml.tokens"] as string[]).length).toBe(50432); // 50277 padded
     expect(neox.tensors).toEqual([]);
     const spm = await coil.inspectGguf(fixture("vocab/ggml-vocab-llama-spm.gguf"));
     expect(spm.summary.tokenizer?.model).toBe("llama");
@@ -56,7 +56,7 @@ describe("inspectGguf: facts", () => {
     const s = await coil.inspectGguf(fixture("vocab/ggml-vocab-gpt-neox.gguf"), { arrayHead: 16 });
     const t = s.metadata["tokenizer.ggml.tokens"] as { type: string; length: number; head: string[] };
     expect(t.type).toBe("array<string>");
-    expect(t.length).toBe(50277);
+    expect(t.length).toBe(50432);
     expect(t.head).toHaveLength(16);
     expect(t.head[0]).toBe("<|endoftext|>");
   });

@@ -25,13 +25,31 @@ function envBackend(): BackendChoice {
   throw new InvalidArgumentError(`COIL_BACKEND=${v} is not a backend: use native, wasm or auto`);
 }
 
+/** The napi loader chains the real load failures through `cause` (innermost = first attempt);
+ *  surface them, skipping its fallbacks to WASI packages coil does not ship. */
+function explain(e: unknown): string {
+  const msgs: string[] = [];
+  const seen = new Set<unknown>();
+  const walk = (x: unknown): void => {
+    if (!x || seen.has(x)) return;
+    seen.add(x);
+    if (Array.isArray(x)) return x.forEach(walk);
+    const err = x as Error & { cause?: unknown };
+    walk(err.cause);
+    const m = (err instanceof Error ? err.message : String(err)).split("\n")[0] ?? "";
+    if (m && !/wasi/i.test(m)) msgs.push(m);
+  };
+  walk((e as Error & { cause?: unknown })?.cause);
+  return msgs.length ? msgs.join("; ") : (e as Error).message;
+}
+
 async function engineFor(choice: BackendChoice): Promise<{ engine: Engine; fallbackReason?: string }> {
   if (choice === "wasm") return { engine: await (wasm ??= loadWasmEngineNode()) };
   try {
     return { engine: await (native ??= loadNativeEngine()) };
   } catch (e) {
     native = undefined;
-    const why = (e as Error).message;
+    const why = explain(e);
     if (choice === "native") {
       throw new BackendUnavailableError(`the native addon could not be loaded: ${why}`, { cause: e });
     }
