@@ -9,6 +9,20 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+export declare class NativeModel {
+  /** Inspection JSON of the model's GGUF header (`array_head` < 0 or absent: arrays in full). */
+  info(arrayHead?: number | undefined | null): string
+  tokenize(text: string, addSpecial: boolean | undefined | null, parseSpecial: boolean): Uint32Array
+  detokenize(ids: Uint32Array, special: boolean): string
+  pieces(ids: Uint32Array, special: boolean): Array<string>
+  /** Special token ids and tokenizer flags (JSON). */
+  vocab(): string
+  /** One token's attributes (JSON). */
+  token(id: number): string
+  /** Releases the model's memory now; later calls fail with DISPOSED. */
+  dispose(): void
+}
+
 /** Which SIMD instruction sets this CPU offers to the native kernels (runtime detection). */
 export declare function cpuFeatures(): Array<string>
 
@@ -29,3 +43,12 @@ export declare function inspectFile(path: string, arrayHead?: number | undefined
  * `[{"path","max_rel_diff"}]`.
  */
 export declare function kernelSelfcheck(): string
+
+/**
+ * Loads a model from the header bytes of a GGUF (`prefix` of a file of `file_size` bytes);
+ * GGUF_NEED_MORE asks for a longer prefix.
+ */
+export declare function loadModelBytes(prefix: Uint8Array, fileSize: number): NativeModel
+
+/** Loads a model from a GGUF file (memory-mapped), off the JS thread. */
+export declare function loadModelFile(path: string, signal?: AbortSignal | undefined | null): Promise<NativeModel>

@@ -773,10 +773,13 @@ if (
   }
 }
 
-const { cpuFeatures, engineVersion, inspectBytes, inspectFile, kernelSelfcheck } = nativeBinding
+const { NativeModel, cpuFeatures, engineVersion, inspectBytes, inspectFile, kernelSelfcheck, loadModelBytes, loadModelFile } = nativeBinding
+export { NativeModel }
 export { cpuFeatures }
 export { engineVersion }
 export { inspectBytes }
 export { inspectFile }
 export { kernelSelfcheck }
+export { loadModelBytes }
+export { loadModelFile }
 export const __napiBindingTarget = __napiLoadedBindingTarget

@@ -4,7 +4,7 @@
 
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { backendInfo, inspectGguf, CoilError, describeError } from "./node/index.js";
+import { backendInfo, inspectGguf, loadModel, CoilError, describeError } from "./node/index.js";
 import type { BackendChoice, GgufInfo } from "./node/index.js";
 import { formatInspect } from "./cli/format-inspect.js";
 
@@ -15,6 +15,8 @@ const USAGE = `coil — run Mamba, Mamba-2 and Jamba GGUF models
 Usage:
   coil inspect [FILE.gguf] [--json] [--full] [--backend native|wasm]
       Summarise a GGUF file (default: the built-in model, ${"models/tiny-mamba.gguf"}).
+  coil tokenize [-m FILE.gguf] TEXT [--special] [--no-bos] [--json] [--backend native|wasm]
+      Tokenize TEXT as llama.cpp would; --json prints {"tokens":[...],"pieces":[...]}.
   coil backend [--backend native|wasm] [--json]
       Show which engine runs and what SIMD it uses.
   coil --help | --version
@@ -53,6 +55,32 @@ async function cmdInspect(args: string[]): Promise<void> {
   }
 }
 
+async function cmdTokenize(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      model: { type: "string", short: "m" },
+      special: { type: "boolean", default: false },
+      "no-bos": { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+      backend: { type: "string" },
+    },
+  });
+  if (positionals.length !== 1) throw new UsageError(`tokenize takes one TEXT argument (quote it), got ${positionals.length}`);
+  const text = positionals[0]!;
+  await using model = await loadModel(values.model ?? DEFAULT_MODEL, { backend: backendOpt(values.backend) });
+  const tokens = model.tokenize(text, { special: values.special, addBos: values["no-bos"] ? false : undefined });
+  const pieces = model.tokenPieces(tokens);
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ tokens, pieces }) + "\n");
+    return;
+  }
+  const w = Math.max(2, ...tokens.map((t) => String(t).length));
+  process.stdout.write(tokens.map((t, i) => `${String(t).padStart(w)}  ${JSON.stringify(pieces[i])}`).join("\n") + "\n");
+  process.stdout.write(`${tokens.length} tokens\n`);
+}
+
 async function cmdBackend(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { json: { type: "boolean", default: false }, backend: { type: "string" } } });
   const info = await backendInfo({ backend: backendOpt(values.backend) });
@@ -86,6 +114,9 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       case "backend":
         await cmdBackend(rest);
+        return 0;
+      case "tokenize":
+        await cmdTokenize(rest);
         return 0;
       default:
         throw new UsageError(`unknown command "${cmd}" (try coil --help)`);

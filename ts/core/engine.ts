@@ -15,23 +15,40 @@ export interface Engine {
   inspectBytes(prefix: Uint8Array, fileSize: number, arrayHead: number): string;
   /** Native only: inspect a file by path through a memory map, off the JS thread. */
   inspectPath?(path: string, arrayHead: number, signal?: AbortSignal): Promise<string>;
+  /** Load a model from a header prefix; throws GGUF_NEED_MORE when the prefix is short. */
+  loadModelBytes(prefix: Uint8Array, fileSize: number): EngineModel;
+  /** Native only: load a model by path through a memory map, off the JS thread. */
+  loadModelPath?(path: string, signal?: AbortSignal): Promise<EngineModel>;
 }
 
-/** Reads the GGUF header through ever larger prefixes until the engine has enough. The prefix
+/** A model inside an engine. Methods throw engine errors (decode with fromEngineError). */
+export interface EngineModel {
+  info(arrayHead: number): string;
+  tokenize(text: string, addSpecial: boolean | undefined, parseSpecial: boolean): Uint32Array;
+  detokenize(ids: Uint32Array, special: boolean): string;
+  pieces(ids: Uint32Array, special: boolean): string[];
+  vocab(): string;
+  token(id: number): string;
+  /** Frees the engine's memory for this model. */
+  release(): void;
+}
+
+/** Runs `parse` on the GGUF header, read through ever larger prefixes until the engine has enough. The prefix
  *  starts at 1 MiB (enough for most headers) and grows as the engine asks, so no read ever needs
  *  more than the header itself. */
-export async function inspectSource(
-  engine: Engine,
+export async function withHeader<T>(
   src: ByteSource,
-  arrayHead: number,
-  signal?: AbortSignal,
-): Promise<string> {
+  signal: AbortSignal | undefined,
+  parse: (prefix: Uint8Array, fileSize: number) => T,
+  onRead?: (bytes: number) => void,
+): Promise<T> {
   let want = Math.min(src.size, 1 << 20);
   for (;;) {
     throwIfAborted(signal);
     const prefix = await src.read(0, want, signal);
+    onRead?.(prefix.byteLength);
     try {
-      return engine.inspectBytes(prefix, src.size, arrayHead);
+      return parse(prefix, src.size);
     } catch (e) {
       const err = fromEngineError(e);
       if (err.code !== "GGUF_NEED_MORE") throw err;

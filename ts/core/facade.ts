@@ -1,19 +1,20 @@
-// The facade's logic, written once. Each target entry (node, web, worker) supplies how to get an
-// engine for a backend choice and how to open sources it alone understands (paths in Node).
+// The facade's logic, written once. Each target entry (node, web) supplies how to get an engine
+// for a backend choice and how to open sources only it understands (paths in Node).
 
 import type { Engine } from "./engine.js";
-import { inspectSource } from "./engine.js";
+import { withHeader } from "./engine.js";
 import { fromEngineError, InvalidArgumentError, throwIfAborted } from "./errors.js";
+import { Model } from "./model.js";
 import type { ByteSource } from "./source.js";
 import { openCommonSource } from "./source.js";
 import type {
   BackendChoice,
   BackendInfo,
-  CoilApi,
   CommonOptions,
   GgufInfo,
   GgufSource,
   InspectOptions,
+  LoadModelOptions,
 } from "./types.js";
 
 export interface TargetHooks {
@@ -40,41 +41,78 @@ function checkArrayHead(n: unknown): number {
   throw new InvalidArgumentError(`arrayHead must be a non-negative integer, got ${String(n)}`);
 }
 
-export function createApi(hooks: TargetHooks): CoilApi {
+export interface CoilFacade {
+  inspectGguf(source: GgufSource, options?: InspectOptions): Promise<GgufInfo>;
+  loadModel(source: GgufSource, options?: LoadModelOptions): Promise<Model>;
+  backendInfo(options?: CommonOptions): Promise<BackendInfo>;
+}
+
+export function createApi(hooks: TargetHooks): CoilFacade {
   const pick = (o?: CommonOptions) => checkBackend(o?.backend ?? hooks.defaultBackend());
 
-  async function inspectGguf(source: GgufSource, options: InspectOptions = {}): Promise<GgufInfo> {
-    const { signal } = options;
-    throwIfAborted(signal);
-    const arrayHead = checkArrayHead(options.arrayHead);
-    const { engine } = await hooks.engine(pick(options));
-    let json: string;
+  /** Runs `byPath` (native's memory map) for file paths when the engine has it, else `byHeader` on
+   *  the header bytes read from whatever the source is. Errors come out typed. */
+  async function open<T>(
+    source: GgufSource,
+    engine: Engine,
+    signal: AbortSignal | undefined,
+    byPath: ((path: string) => Promise<T>) | undefined,
+    byHeader: (prefix: Uint8Array, fileSize: number) => T,
+    onRead?: (bytes: number, total: number) => void,
+  ): Promise<T> {
     try {
       let src = await openCommonSource(source, signal);
       if (!src) {
-        if (engine.inspectPath && hooks.toPath) {
-          // Native maps the file itself: no bytes cross into JS.
-          json = await engine.inspectPath(hooks.toPath(source as string | URL), arrayHead, signal);
-          throwIfAborted(signal);
-          return JSON.parse(json) as GgufInfo;
-        }
+        if (byPath && hooks.toPath) return await byPath(hooks.toPath(source as string | URL));
         if (!hooks.openPath) {
           throw new InvalidArgumentError(
-            `a file path cannot be read in this environment: pass a URL, Blob, File or ArrayBuffer`,
+            "a file path cannot be read in this environment: pass a URL, Blob, File or ArrayBuffer",
           );
         }
         src = await hooks.openPath(source as string | URL, signal);
       }
+      const total = src.size;
       try {
-        json = await inspectSource(engine, src, arrayHead, signal);
+        return await withHeader(src, signal, byHeader, onRead && ((n) => onRead(n, total)));
       } finally {
         await src.close?.();
       }
     } catch (e) {
       throw fromEngineError(e);
     }
+  }
+
+  async function inspectGguf(source: GgufSource, options: InspectOptions = {}): Promise<GgufInfo> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    const arrayHead = checkArrayHead(options.arrayHead);
+    const { engine } = await hooks.engine(pick(options));
+    const byPath = engine.inspectPath && ((p: string) => engine.inspectPath!(p, arrayHead, signal));
+    const json = await open(source, engine, signal, byPath, (prefix, size) =>
+      engine.inspectBytes(prefix, size, arrayHead),
+    );
     throwIfAborted(signal);
     return JSON.parse(json) as GgufInfo;
+  }
+
+  async function loadModel(source: GgufSource, options: LoadModelOptions = {}): Promise<Model> {
+    const { signal, onProgress } = options;
+    throwIfAborted(signal);
+    const { engine } = await hooks.engine(pick(options));
+    const byPath = engine.loadModelPath && ((p: string) => engine.loadModelPath!(p, signal));
+    const em = await open(
+      source,
+      engine,
+      signal,
+      byPath,
+      (prefix, size) => engine.loadModelBytes(prefix, size),
+      onProgress && ((loaded, total) => onProgress({ phase: "header", loaded, total })),
+    );
+    if (signal?.aborted) {
+      em.release();
+      throwIfAborted(signal);
+    }
+    return new Model(engine.name, em);
   }
 
   async function backendInfo(options: CommonOptions = {}): Promise<BackendInfo> {
@@ -90,5 +128,5 @@ export function createApi(hooks: TargetHooks): CoilApi {
     return info;
   }
 
-  return { inspectGguf, backendInfo };
+  return { inspectGguf, loadModel, backendInfo };
 }

@@ -93,8 +93,46 @@ export interface BackendInfo {
   fallbackReason?: string;
 }
 
-/** The API every target offers. */
-export interface CoilApi {
-  inspectGguf(source: GgufSource, options?: InspectOptions): Promise<GgufInfo>;
-  backendInfo(options?: CommonOptions): Promise<BackendInfo>;
+export interface LoadProgress {
+  /** What is being loaded: "header" (metadata and vocabulary); "weights" once models compute. */
+  phase: "header" | "weights";
+  loaded: number;
+  total: number;
+}
+
+export interface LoadModelOptions extends CommonOptions {
+  /** Called as the file is read. */
+  onProgress?: (p: LoadProgress) => void;
+}
+
+export interface TokenizeOptions {
+  /** Recognise control/special tokens written in the text, like "<|endoftext|>" or "[INST]". Default false. */
+  special?: boolean;
+  /** Add BOS (and EOS) as the vocabulary asks. Default: the vocabulary's own setting. */
+  addBos?: boolean;
+}
+
+/** The vocabulary's special tokens and settings. */
+export interface VocabInfo {
+  model: "gpt2" | "llama";
+  pre: string | null;
+  n_vocab: number;
+  bos: number | null;
+  eos: number | null;
+  eot: number | null;
+  unk: number | null;
+  pad: number | null;
+  /** Every end-of-generation token. */
+  eog: number[];
+  add_bos: boolean;
+  add_eos: boolean;
+  add_space_prefix: boolean;
+}
+
+export interface TokenAttributes {
+  id: number;
+  piece: string;
+  type: "normal" | "unknown" | "control" | "user_defined" | "unused" | "byte" | "undefined";
+  control: boolean;
+  eog: boolean;
 }

@@ -1,7 +1,7 @@
 // The wasm engine, the same module on every target: only how its bytes are obtained differs
 // (a file read in Node, a fetch of the module's URL in browsers).
 
-import type { Engine } from "./engine.js";
+import type { Engine, EngineModel } from "./engine.js";
 
 /** The functions wasm-bindgen generates for crates/coil-wasm. */
 export interface WasmBinding {
@@ -11,6 +11,29 @@ export interface WasmBinding {
   cpuFeatures(): string[];
   kernelSelfcheck(): string;
   inspectBytes(prefix: Uint8Array, fileSize: number, arrayHead: number): string;
+  loadModelBytes(prefix: Uint8Array, fileSize: number): WasmModel;
+}
+
+interface WasmModel {
+  info(arrayHead: number): string;
+  tokenize(text: string, addSpecial: boolean | undefined, parseSpecial: boolean): Uint32Array;
+  detokenize(ids: Uint32Array, special: boolean): string;
+  pieces(ids: Uint32Array, special: boolean): string[];
+  vocab(): string;
+  token(id: number): string;
+  free(): void;
+}
+
+function wrapModel(m: WasmModel): EngineModel {
+  return {
+    info: (h) => m.info(h),
+    tokenize: (t, a, p) => m.tokenize(t, a, p),
+    detokenize: (ids, s) => m.detokenize(ids, s),
+    pieces: (ids, s) => m.pieces(ids, s),
+    vocab: () => m.vocab(),
+    token: (id) => m.token(id),
+    release: () => m.free(),
+  };
 }
 
 export function wasmEngine(b: WasmBinding): Engine {
@@ -20,5 +43,6 @@ export function wasmEngine(b: WasmBinding): Engine {
     cpuFeatures: () => b.cpuFeatures(),
     kernelSelfcheck: () => b.kernelSelfcheck(),
     inspectBytes: (prefix, fileSize, arrayHead) => b.inspectBytes(prefix, fileSize, arrayHead),
+    loadModelBytes: (prefix, fileSize) => wrapModel(b.loadModelBytes(prefix, fileSize)),
   };
 }

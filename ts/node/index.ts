@@ -3,8 +3,8 @@
 // once, as a process warning on stderr. Never silently.
 
 import { fileURLToPath } from "node:url";
-import { createApi } from "../core/facade.js";
-import type { BackendChoice, CoilApi } from "../core/types.js";
+import { createApi, type CoilFacade } from "../core/facade.js";
+import type { BackendChoice } from "../core/types.js";
 import { BackendUnavailableError, InvalidArgumentError } from "../core/errors.js";
 import type { Engine } from "../core/engine.js";
 import { FileSource } from "./file-source.js";
@@ -13,6 +13,7 @@ import { loadWasmEngineNode } from "./wasm-engine-node.js";
 
 export * from "../core/types.js";
 export * from "../core/errors.js";
+export { Model } from "../core/model.js";
 
 let native: Promise<Engine> | undefined;
 let wasm: Promise<Engine> | undefined;
@@ -63,7 +64,7 @@ async function engineFor(choice: BackendChoice): Promise<{ engine: Engine; fallb
   }
 }
 
-const api: CoilApi = createApi({
+const api: CoilFacade = createApi({
   engine: engineFor,
   defaultBackend: envBackend,
   openPath: (p, signal) => FileSource.open(p, signal),
@@ -72,3 +73,4 @@ const api: CoilApi = createApi({
 
 export const inspectGguf = api.inspectGguf;
 export const backendInfo = api.backendInfo;
+export const loadModel = api.loadModel;

@@ -1,9 +1,33 @@
 // The native engine: the napi-rs addon through its generated loader in bindings/.
 
-import type { Engine } from "../core/engine.js";
+import type { Engine, EngineModel } from "../core/engine.js";
 import { fromEngineError } from "../core/errors.js";
 
+interface NativeModel {
+  info(arrayHead?: number | null): string;
+  tokenize(text: string, addSpecial: boolean | undefined | null, parseSpecial: boolean): Uint32Array;
+  detokenize(ids: Uint32Array, special: boolean): string;
+  pieces(ids: Uint32Array, special: boolean): string[];
+  vocab(): string;
+  token(id: number): string;
+  dispose(): void;
+}
+
+function wrapModel(m: NativeModel): EngineModel {
+  return {
+    info: (h) => m.info(h),
+    tokenize: (t, a, p) => m.tokenize(t, a, p),
+    detokenize: (ids, s) => m.detokenize(ids, s),
+    pieces: (ids, s) => m.pieces(ids, s),
+    vocab: () => m.vocab(),
+    token: (id) => m.token(id),
+    release: () => m.dispose(),
+  };
+}
+
 interface NativeBinding {
+  loadModelFile(path: string, signal?: AbortSignal | null): Promise<NativeModel>;
+  loadModelBytes(prefix: Uint8Array, fileSize: number): NativeModel;
   engineVersion(): string;
   cpuFeatures(): string[];
   kernelSelfcheck(): string;
@@ -24,6 +48,14 @@ export async function loadNativeEngine(): Promise<Engine> {
     cpuFeatures: () => binding.cpuFeatures(),
     kernelSelfcheck: () => binding.kernelSelfcheck(),
     inspectBytes: (prefix, fileSize, arrayHead) => binding.inspectBytes(prefix, fileSize, arrayHead),
+    loadModelBytes: (prefix, fileSize) => wrapModel(binding.loadModelBytes(prefix, fileSize)),
+    loadModelPath: async (p, signal) => {
+      try {
+        return wrapModel(await binding.loadModelFile(p, signal ?? null));
+      } catch (e) {
+        throw fromEngineError(e);
+      }
+    },
     inspectPath: async (p, arrayHead, signal) => {
       try {
         return await binding.inspectFile(p, arrayHead, signal ?? null);

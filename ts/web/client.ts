@@ -1,15 +1,45 @@
-// The page side of the worker: wraps a Worker running `coil/worker` in the same API as the main
-// entry. AbortSignals are forwarded as abort calls; errors come back typed.
+// The page side of the worker: wraps a Worker running `coil/worker` in the main entry's API, with
+// every method async. AbortSignals are forwarded as abort calls; errors come back typed.
 
 import * as Comlink from "comlink";
-import type { CoilApi, CommonOptions, GgufSource, InspectOptions } from "../core/types.js";
-import { fromEngineError, throwIfAborted } from "../core/errors.js";
+import type {
+  BackendInfo,
+  BackendName,
+  CommonOptions,
+  GgufInfo,
+  GgufMetadataValue,
+  GgufSource,
+  InspectOptions,
+  LoadModelOptions,
+  TokenAttributes,
+  TokenizeOptions,
+  VocabInfo,
+} from "../core/types.js";
+import { CoilError, fromEngineError, throwIfAborted } from "../core/errors.js";
 import type { WorkerApi } from "./worker.js";
 
 let nextAbortId = 1;
 
-export interface WorkerClient extends CoilApi {
-  /** Terminates the worker; pending calls reject. */
+/** A model living in the worker: `Model`'s methods, each returning a promise. */
+export interface RemoteModel {
+  readonly backend: BackendName;
+  info(): Promise<GgufInfo>;
+  metadata(): Promise<Record<string, GgufMetadataValue>>;
+  vocab(): Promise<VocabInfo>;
+  tokenize(text: string, options?: TokenizeOptions): Promise<number[]>;
+  detokenize(ids: ArrayLike<number>, options?: { special?: boolean }): Promise<string>;
+  tokenPieces(ids: ArrayLike<number>, options?: { special?: boolean }): Promise<string[]>;
+  tokenAttributes(id: number): Promise<TokenAttributes>;
+  readonly disposed: boolean;
+  dispose(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface WorkerClient {
+  inspectGguf(source: GgufSource, options?: InspectOptions): Promise<GgufInfo>;
+  loadModel(source: GgufSource, options?: LoadModelOptions): Promise<RemoteModel>;
+  backendInfo(options?: CommonOptions): Promise<BackendInfo>;
+  /** Terminates the worker; models in it are gone, pending calls reject. */
   dispose(): void;
   [Symbol.dispose](): void;
 }
@@ -22,7 +52,7 @@ export function createWorkerClient(worker?: Worker): WorkerClient {
   async function call<T>(signal: AbortSignal | undefined, run: (abortId?: number) => Promise<T>): Promise<T> {
     throwIfAborted(signal);
     const id = signal ? nextAbortId++ : undefined;
-    const onAbort = () => void remote.abort(id!, String(signal?.reason ?? ""));
+    const onAbort = () => void remote.abort(id!, signal?.reason instanceof Error ? signal.reason.message : "");
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       return await run(id);
@@ -33,16 +63,56 @@ export function createWorkerClient(worker?: Worker): WorkerClient {
     }
   }
 
+  function remoteModel(handle: number, backend: BackendName): RemoteModel {
+    let disposed = false;
+    const use = <T>(f: () => Promise<T>): Promise<T> => {
+      if (disposed) return Promise.reject(new CoilError("DISPOSED", "this model has been disposed"));
+      return call(undefined, f);
+    };
+    const m: RemoteModel = {
+      backend,
+      info: () => use(() => remote.info(handle)),
+      metadata: () => use(async () => (await remote.info(handle)).metadata),
+      vocab: () => use(() => remote.vocab(handle)),
+      tokenize: (text, o) => use(() => remote.tokenize(handle, text, o)),
+      detokenize: (ids, o) => use(() => remote.detokenize(handle, Array.from(ids), o)),
+      tokenPieces: (ids, o) => use(() => remote.tokenPieces(handle, Array.from(ids), o)),
+      tokenAttributes: (id) => use(() => remote.tokenAttributes(handle, id)),
+      get disposed() {
+        return disposed;
+      },
+      dispose: async () => {
+        if (disposed) return;
+        disposed = true;
+        await remote.disposeModel(handle);
+      },
+      [Symbol.asyncDispose]: () => m.dispose(),
+    };
+    return m;
+  }
+
   const dispose = () => {
     remote[Comlink.releaseProxy]();
     w.terminate();
   };
   return {
-    inspectGguf: (source: GgufSource, options: InspectOptions = {}) => {
+    inspectGguf: (source, options = {}) => {
       const { signal, ...rest } = options;
       return call(signal, (id) => remote.inspectGguf(source, rest, id));
     },
-    backendInfo: (options: CommonOptions = {}) => {
+    loadModel: (source, options = {}) => {
+      const { signal, onProgress, ...rest } = options;
+      return call(signal, async (id) => {
+        const { handle, backend } = await remote.loadModel(
+          source,
+          rest,
+          id,
+          onProgress ? Comlink.proxy(onProgress) : undefined,
+        );
+        return remoteModel(handle, backend);
+      });
+    },
+    backendInfo: (options = {}) => {
       const { signal, ...rest } = options;
       return call(signal, () => remote.backendInfo(rest));
     },

@@ -1,15 +1,15 @@
 // Entry for browsers and web workers: the wasm engine, run in the current thread. Pages that want
 // the work off their main thread use `createWorkerClient()` (same API, over comlink) instead.
 
-import { createApi } from "../core/facade.js";
-import type { CoilApi } from "../core/types.js";
+import { createApi, type CoilFacade } from "../core/facade.js";
 import { BackendUnavailableError } from "../core/errors.js";
 import type { Engine } from "../core/engine.js";
 import { wasmEngine, type WasmBinding } from "../core/wasm-engine.js";
 
 export * from "../core/types.js";
 export * from "../core/errors.js";
-export { createWorkerClient } from "./client.js";
+export { Model } from "../core/model.js";
+export { createWorkerClient, type WorkerClient, type RemoteModel } from "./client.js";
 
 let wasm: Promise<Engine> | undefined;
 let wasmUrlOverride: string | URL | undefined;
@@ -26,7 +26,7 @@ async function loadWasmEngineWeb(): Promise<Engine> {
   return wasmEngine(b);
 }
 
-const api: CoilApi = createApi({
+const api: CoilFacade = createApi({
   defaultBackend: () => "wasm",
   async engine(choice) {
     if (choice === "native") {
@@ -43,3 +43,4 @@ const api: CoilApi = createApi({
 
 export const inspectGguf = api.inspectGguf;
 export const backendInfo = api.backendInfo;
+export const loadModel = api.loadModel;

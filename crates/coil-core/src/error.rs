@@ -47,6 +47,8 @@ pub enum ErrorCode {
     Io,
     /// The operation was aborted by the caller.
     Aborted,
+    /// A model, context or other handle used after `dispose()`.
+    Disposed,
     /// A bug in coil (a caught panic). Please report it.
     Internal,
 }
@@ -75,6 +77,7 @@ impl ErrorCode {
             StateInvalid => "STATE_INVALID",
             Io => "IO_ERROR",
             Aborted => "ABORTED",
+            Disposed => "DISPOSED",
             Internal => "INTERNAL",
         }
     }

@@ -6,6 +6,8 @@ pub mod cpu;
 pub mod error;
 pub mod gguf;
 pub mod kernels;
+pub mod model;
+pub mod quant;
 pub mod tokenizer;
 pub mod util;
 

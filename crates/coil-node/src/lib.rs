@@ -10,7 +10,9 @@ use coil_core::CoilError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-fn to_napi(e: CoilError) -> Error {
+mod model;
+
+pub(crate) fn to_napi(e: CoilError) -> Error {
     Error::new(Status::GenericFailure, e.to_wire())
 }
 

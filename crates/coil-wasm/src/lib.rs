@@ -9,7 +9,9 @@ use coil_core::gguf::GgufFile;
 use coil_core::CoilError;
 use wasm_bindgen::prelude::*;
 
-fn to_js(e: CoilError) -> JsValue {
+mod model;
+
+pub(crate) fn to_js(e: CoilError) -> JsValue {
     js_sys::Error::new(&e.to_wire()).into()
 }
 

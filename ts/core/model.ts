@@ -1,0 +1,109 @@
+// `Model`: what `loadModel` returns, the same class on every target. It holds an engine's model and
+// adds argument checks, typed errors and disposal; the work happens in the engine.
+
+import type { EngineModel } from "./engine.js";
+import { CoilError, fromEngineError, InvalidArgumentError } from "./errors.js";
+import type { BackendName, GgufInfo, GgufMetadataValue, TokenAttributes, TokenizeOptions, VocabInfo } from "./types.js";
+
+function toIds(ids: ArrayLike<number>, what = "token ids"): Uint32Array {
+  if (ids instanceof Uint32Array) return ids;
+  if (ids == null || typeof ids.length !== "number") throw new InvalidArgumentError(`${what} must be an array of integers`);
+  const out = new Uint32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    const v = ids[i]!;
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+      throw new CoilError("TOKEN_OUT_OF_RANGE", `${what}: ${String(v)} at index ${i} is not a token id`);
+    }
+    out[i] = v;
+  }
+  return out;
+}
+
+export class Model {
+  #em: EngineModel | undefined;
+  #info: GgufInfo | undefined;
+  #vocab: VocabInfo | undefined;
+  /** The engine this model runs on. */
+  readonly backend: BackendName;
+
+  /** @internal Use `loadModel()`. */
+  constructor(backend: BackendName, em: EngineModel) {
+    this.backend = backend;
+    this.#em = em;
+  }
+
+  #engine(): EngineModel {
+    if (!this.#em) throw new CoilError("DISPOSED", "this model has been disposed");
+    return this.#em;
+  }
+
+  #call<T>(f: (em: EngineModel) => T): T {
+    const em = this.#engine();
+    try {
+      return f(em);
+    } catch (e) {
+      throw fromEngineError(e);
+    }
+  }
+
+  /** Everything in the GGUF header (metadata in full, tensors, summary). */
+  get info(): GgufInfo {
+    return (this.#info ??= JSON.parse(this.#call((em) => em.info(-1))) as GgufInfo);
+  }
+
+  /** The GGUF metadata, key → value. */
+  get metadata(): Record<string, GgufMetadataValue> {
+    return this.info.metadata;
+  }
+
+  /** Special tokens and tokenizer settings. Throws TOKENIZER_INVALID for a file without a vocabulary. */
+  get vocab(): VocabInfo {
+    return (this.#vocab ??= JSON.parse(this.#call((em) => em.vocab())) as VocabInfo);
+  }
+
+  /** Text → token ids, exactly as llama.cpp tokenizes. `special`: recognise control tokens written
+   *  in the text (default false); `addBos`: add BOS/EOS as the vocabulary asks (default: its setting). */
+  tokenize(text: string, options: TokenizeOptions = {}): number[] {
+    if (typeof text !== "string") throw new InvalidArgumentError("tokenize takes a string");
+    const { special = false, addBos } = options;
+    return Array.from(this.#call((em) => em.tokenize(text, addBos, special)));
+  }
+
+  /** Token ids → text. `special`: render control tokens as text (default false: they are dropped). */
+  detokenize(ids: ArrayLike<number>, options: { special?: boolean } = {}): string {
+    const u = toIds(ids);
+    return this.#call((em) => em.detokenize(u, options.special ?? false));
+  }
+
+  /** The text of each token on its own (lossy for tokens holding part of a UTF-8 character). */
+  tokenPieces(ids: ArrayLike<number>, options: { special?: boolean } = {}): string[] {
+    const u = toIds(ids);
+    return this.#call((em) => em.pieces(u, options.special ?? true));
+  }
+
+  /** Attributes of one token: its piece, type, whether it is a control or end-of-generation token. */
+  tokenAttributes(id: number): TokenAttributes {
+    const u = toIds([id], "token id");
+    return JSON.parse(this.#call((em) => em.token(u[0]!))) as TokenAttributes;
+  }
+
+  /** True once `dispose()` has run. */
+  get disposed(): boolean {
+    return this.#em === undefined;
+  }
+
+  /** Frees the model's memory now. Safe to call twice. */
+  dispose(): void {
+    const em = this.#em;
+    this.#em = undefined;
+    em?.release();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
+}
