@@ -28,5 +28,7 @@ export async function importPeer(name) {
     const rel = typeof e === "string" ? e : e.import?.default ?? e.import ?? e.default;
     entry = `${pkgDir}/${rel}`;
   }
-  return import(pathToFileURL(entry).href);
+  const mod = await import(pathToFileURL(entry).href);
+  // A CommonJS entry arrives as `default`; expose its names directly.
+  return mod.default && typeof mod.default === "object" ? { ...mod.default, ...mod } : mod;
 }
