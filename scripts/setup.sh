@@ -100,9 +100,12 @@ else
 fi
 
 # ---- npm dependencies --------------------------------------------------------------------------
+# `npm install` (not `npm ci`): with this lock file npm 11's ci refuses the platform-specific
+# optional packages of @napi-rs/cli's dependencies that npm itself left out of the lock (an npm bug);
+# install keeps to the locked versions and leaves the lock unchanged.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  log "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  log "npm install (locked versions)"
+  npm install --no-audit --no-fund --loglevel=error
 else
   log "node_modules up to date"
 fi
