@@ -9,6 +9,24 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+export declare class JobHandle {
+  constructor()
+  /** Stops the job at its next progress point (it then fails with ABORTED, leaving no output). */
+  cancel(): void
+  /** The latest progress, JSON. */
+  progress(): string
+}
+
+export declare class NativeContext {
+  /** Evaluates a batch off the JS thread: logits (f32) for tokens whose flag is set, in order. */
+  evaluate(tokens: Uint32Array, seqs: Uint32Array, logits: Uint8Array): Promise<Float32Array>
+  position(seq: number): number
+  clear(seq: number): void
+  stateBytesPerSequence(): number
+  nVocab(): number
+  dispose(): void
+}
+
 export declare class NativeModel {
   /** Inspection JSON of the model's GGUF header (`array_head` < 0 or absent: arrays in full). */
   info(arrayHead?: number | undefined | null): string
@@ -19,9 +37,19 @@ export declare class NativeModel {
   vocab(): string
   /** One token's attributes (JSON). */
   token(id: number): string
-  /** Releases the model's memory now; later calls fail with DISPOSED. */
+  hasWeights(): boolean
+  wantsWeights(vocabOnly: boolean): boolean
+  /** Chunked loading: `[tensor_index, file_offset, length, ...]`. */
+  weightsPlan(): Float64Array
+  pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void
+  finishWeights(): void
+  createContext(nSeqMax: number, nThreads: number): NativeContext
+  /** Releases the model now (contexts keep what they use); later calls fail with DISPOSED. */
   dispose(): void
 }
+
+/** Converts a Hugging Face checkpoint directory to GGUF; resolves to the report (JSON). */
+export declare function convertCheckpoint(dir: string, out: string, outtype: string, name: string | undefined | null, handle: JobHandle): Promise<string>
 
 /** Which SIMD instruction sets this CPU offers to the native kernels (runtime detection). */
 export declare function cpuFeatures(): Array<string>
@@ -45,10 +73,14 @@ export declare function inspectFile(path: string, arrayHead?: number | undefined
 export declare function kernelSelfcheck(): string
 
 /**
- * Loads a model from the header bytes of a GGUF (`prefix` of a file of `file_size` bytes);
- * GGUF_NEED_MORE asks for a longer prefix.
+ * Loads a model's header from the first bytes of a GGUF (`prefix` of a file of `file_size`
+ * bytes); GGUF_NEED_MORE asks for a longer prefix. Weights follow by `weights_plan` /
+ * `push_tensor_bytes` / `finish_weights`.
  */
 export declare function loadModelBytes(prefix: Uint8Array, fileSize: number): NativeModel
 
-/** Loads a model from a GGUF file (memory-mapped), off the JS thread. */
-export declare function loadModelFile(path: string, signal?: AbortSignal | undefined | null): Promise<NativeModel>
+/** Loads a model from a GGUF file (memory-mapped: weights are not copied), off the JS thread. */
+export declare function loadModelFile(path: string, vocabOnly: boolean, signal?: AbortSignal | undefined | null): Promise<NativeModel>
+
+/** Quantizes a GGUF file; resolves to the report (JSON). */
+export declare function quantizeFile(input: string, output: string, target: string, threads: number, handle: JobHandle): Promise<string>

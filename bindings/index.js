@@ -773,8 +773,11 @@ if (
   }
 }
 
-const { NativeModel, cpuFeatures, engineVersion, inspectBytes, inspectFile, kernelSelfcheck, loadModelBytes, loadModelFile } = nativeBinding
+const { JobHandle, NativeContext, NativeModel, convertCheckpoint, cpuFeatures, engineVersion, inspectBytes, inspectFile, kernelSelfcheck, loadModelBytes, loadModelFile, quantizeFile } = nativeBinding
+export { JobHandle }
+export { NativeContext }
 export { NativeModel }
+export { convertCheckpoint }
 export { cpuFeatures }
 export { engineVersion }
 export { inspectBytes }
@@ -782,4 +785,5 @@ export { inspectFile }
 export { kernelSelfcheck }
 export { loadModelBytes }
 export { loadModelFile }
+export { quantizeFile }
 export const __napiBindingTarget = __napiLoadedBindingTarget

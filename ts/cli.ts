@@ -4,7 +4,8 @@
 
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { backendInfo, inspectGguf, loadModel, CoilError, describeError } from "./node/index.js";
+import { backendInfo, convert, inspectGguf, loadModel, quantize, CoilError, describeError } from "./node/index.js";
+import { ProgressBar } from "./cli/progress.js";
 import type { BackendChoice, GgufInfo } from "./node/index.js";
 import { formatInspect } from "./cli/format-inspect.js";
 
@@ -17,6 +18,14 @@ Usage:
       Summarise a GGUF file (default: the built-in model, ${"models/tiny-mamba.gguf"}).
   coil tokenize [-m FILE.gguf] TEXT [--special] [--no-bos] [--json] [--backend native|wasm]
       Tokenize TEXT as llama.cpp would; --json prints {"tokens":[...],"pieces":[...]}.
+  coil eval -m FILE.gguf (--tokens 1,2,3 | --text "...") [--backend native|wasm] [--threads N] [--json]
+      Evaluate one prompt from a fresh state; --json prints {"n_vocab","tokens","logits":[[...] per position]}.
+  coil bench -m FILE.gguf [-p 512] [-n 128] [--threads N] [--reps 3] [--backend ...] [--vs node-llama-cpp] [--json]
+      Prompt processing and generation speed (tokens/s), optionally beside node-llama-cpp.
+  coil convert DIR -o OUT.gguf [--outtype f16|f32|bf16|auto|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k] [--name NAME] [--json]
+      Convert a Hugging Face checkpoint (Mamba, Falcon-Mamba, Mamba-2, Mamba-Codestral, Jamba) to GGUF.
+  coil quantize IN.gguf OUT.gguf TYPE [--threads N] [--json]
+      Quantize as llama-quantize does (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, ...).
   coil backend [--backend native|wasm] [--json]
       Show which engine runs and what SIMD it uses.
   coil --help | --version
@@ -81,6 +90,184 @@ async function cmdTokenize(args: string[]): Promise<void> {
   process.stdout.write(`${tokens.length} tokens\n`);
 }
 
+function intOpt(name: string, v: string | undefined, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, not "${v}"`);
+  return n;
+}
+
+async function cmdEval(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: false,
+    options: {
+      model: { type: "string", short: "m" },
+      tokens: { type: "string" },
+      text: { type: "string" },
+      backend: { type: "string" },
+      threads: { type: "string" },
+      json: { type: "boolean", default: false },
+    },
+  });
+  void positionals;
+  if ((values.tokens === undefined) === (values.text === undefined)) {
+    throw new UsageError("eval needs exactly one of --tokens 1,2,3 or --text \"...\"");
+  }
+  await using model = await loadModel(values.model ?? DEFAULT_MODEL, { backend: backendOpt(values.backend) });
+  let tokens: number[];
+  if (values.tokens !== undefined) {
+    tokens = values.tokens.split(",").map((t) => {
+      const n = Number(t.trim());
+      if (!/^\s*\d+\s*$/.test(t)) throw new UsageError(`--tokens: "${t}" is not a token id`);
+      return n;
+    });
+  } else {
+    tokens = model.tokenize(values.text!);
+  }
+  if (tokens.length === 0) throw new UsageError("nothing to evaluate: no tokens");
+  await using ctx = model.createContext({ threads: intOpt("threads", values.threads, 1) });
+  const logits = await ctx.sequence(0).evaluate(tokens, { logits: "all" });
+  const V = ctx.nVocab;
+  const rows: number[][] = [];
+  for (let i = 0; i < tokens.length; i++) rows.push(Array.from(logits.subarray(i * V, (i + 1) * V)));
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ n_vocab: V, tokens, logits: rows }) + "\n");
+    return;
+  }
+  for (let i = 0; i < tokens.length; i++) {
+    const r = rows[i]!;
+    let best = 0;
+    for (let j = 1; j < V; j++) if (r[j]! > r[best]!) best = j;
+    process.stdout.write(`${String(i).padStart(4)}  token ${String(tokens[i]).padStart(6)}  argmax ${String(best).padStart(6)} (${r[best]!.toFixed(4)})\n`);
+  }
+}
+
+async function cmdBench(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string", short: "m" },
+      p: { type: "string", short: "p" },
+      n: { type: "string", short: "n" },
+      threads: { type: "string" },
+      reps: { type: "string" },
+      backend: { type: "string" },
+      vs: { type: "string" },
+      json: { type: "boolean", default: false },
+    },
+  });
+  if (values.vs !== undefined && values.vs !== "node-llama-cpp") throw new UsageError(`--vs supports node-llama-cpp, not "${values.vs}"`);
+  const { benchCoil, benchNodeLlamaCpp } = await import("./cli/bench.js");
+  const opts = {
+    model: values.model ?? DEFAULT_MODEL,
+    pp: intOpt("p", values.p, 0) ?? 512,
+    tg: intOpt("n", values.n, 0) ?? 128,
+    threads: intOpt("threads", values.threads, 1),
+    reps: intOpt("reps", values.reps, 1) ?? 3,
+    backend: backendOpt(values.backend),
+  };
+  const coilRes = await benchCoil(opts);
+  let peer;
+  if (values.vs) {
+    const info = await inspectGguf(opts.model, { arrayHead: 0 });
+    const emb = info.tensors.find((t) => t.name === "token_embd.weight");
+    peer = await benchNodeLlamaCpp(opts, emb?.shape[1] ?? 1);
+  }
+  if (values.json) {
+    const out: Record<string, unknown> = { model: opts.model, ...coilRes };
+    if (peer) {
+      out.vs = peer;
+      out.pp_ratio = coilRes.pp_tokens_per_s / peer.pp_tokens_per_s;
+      out.tg_ratio = coilRes.tg_tokens_per_s / peer.tg_tokens_per_s;
+    }
+    process.stdout.write(JSON.stringify(out) + "\n");
+    return;
+  }
+  const line = (r: typeof coilRes) =>
+    `${`${r.runner} (${r.backend})`.padEnd(28)} pp${opts.pp} ${r.pp_tokens_per_s.toFixed(1).padStart(9)} t/s   tg${opts.tg} ${r.tg_tokens_per_s.toFixed(1).padStart(9)} t/s`;
+  process.stdout.write(line(coilRes) + "\n");
+  if (peer) {
+    process.stdout.write(line(peer) + "\n");
+    process.stdout.write(
+      `ratio (coil / node-llama-cpp): pp ${(coilRes.pp_tokens_per_s / peer.pp_tokens_per_s).toFixed(2)}×, tg ${(coilRes.tg_tokens_per_s / peer.tg_tokens_per_s).toFixed(2)}×\n`,
+    );
+  }
+}
+
+/** Ctrl-C cancels a running job cleanly (no output file is left), then exits 130. */
+function abortOnSigint(): AbortController {
+  const c = new AbortController();
+  process.once("SIGINT", () => c.abort(new Error("interrupted")));
+  return c;
+}
+
+async function cmdConvert(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      out: { type: "string", short: "o" },
+      outtype: { type: "string" },
+      name: { type: "string" },
+      json: { type: "boolean", default: false },
+    },
+  });
+  if (positionals.length !== 1) throw new UsageError("convert takes one checkpoint directory");
+  if (!values.out) throw new UsageError("convert needs -o OUT.gguf");
+  const bar = new ProgressBar("converting");
+  const c = abortOnSigint();
+  try {
+    const report = await convert(positionals[0]!, values.out, {
+      outtype: values.outtype,
+      name: values.name,
+      signal: c.signal,
+      onProgress: (p) => bar.update(p.bytesDone, p.bytesTotal, p.tensor),
+    });
+    bar.done();
+    for (const w of report.warnings) process.stderr.write(`coil: warning: ${w}\n`);
+    if (values.json) process.stdout.write(JSON.stringify(report) + "\n");
+    else {
+      process.stdout.write(
+        `wrote ${report.out}: ${report.architecture} (${report.hfArchitecture} from ${report.configSource}), ` +
+          `${report.tensors.length} tensors, ${report.outtype}, ${(report.fileSize / 1e6).toFixed(2)} MB, vocabulary ${report.tokenizer ? `${report.tokenizer.model} (${report.tokenizer.nTokens} tokens)` : "none"}\n`,
+      );
+    }
+  } finally {
+    bar.done();
+  }
+}
+
+async function cmdQuantize(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { threads: { type: "string" }, json: { type: "boolean", default: false } },
+  });
+  if (positionals.length !== 3) throw new UsageError("quantize takes IN.gguf OUT.gguf TYPE");
+  const [input, output, type] = positionals as [string, string, string];
+  const bar = new ProgressBar(`quantizing to ${type}`);
+  const c = abortOnSigint();
+  try {
+    const report = await quantize(input, output, type, {
+      threads: intOpt("threads", values.threads, 1),
+      signal: c.signal,
+      onProgress: (p) => bar.update(p.bytesDone, p.bytesTotal, p.tensor),
+    });
+    bar.done();
+    if (values.json) process.stdout.write(JSON.stringify(report) + "\n");
+    else {
+      const changed = report.tensors.filter((t) => t.from !== t.to).length;
+      process.stdout.write(
+        `wrote ${output}: ${report.target}, ${changed} of ${report.tensors.length} tensors quantized ` +
+          `(${report.nFallback} by fallback), ${(report.bytesBefore / 1e6).toFixed(2)} MB -> ${(report.bytesAfter / 1e6).toFixed(2)} MB of tensor data\n`,
+      );
+    }
+  } finally {
+    bar.done();
+  }
+}
+
 async function cmdBackend(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { json: { type: "boolean", default: false }, backend: { type: "string" } } });
   const info = await backendInfo({ backend: backendOpt(values.backend) });
@@ -118,6 +305,18 @@ async function main(argv: string[]): Promise<number> {
       case "tokenize":
         await cmdTokenize(rest);
         return 0;
+      case "convert":
+        await cmdConvert(rest);
+        return 0;
+      case "quantize":
+        await cmdQuantize(rest);
+        return 0;
+      case "eval":
+        await cmdEval(rest);
+        return 0;
+      case "bench":
+        await cmdBench(rest);
+        return 0;
       default:
         throw new UsageError(`unknown command "${cmd}" (try coil --help)`);
     }
@@ -128,7 +327,7 @@ async function main(argv: string[]): Promise<number> {
     }
     const code = e instanceof CoilError ? ` [${e.code}]` : "";
     process.stderr.write(`coil: ${describeError(e)}${code}\n`);
-    return 1;
+    return e instanceof CoilError && e.code === "ABORTED" ? 130 : 1;
   }
 }
 

@@ -15,10 +15,12 @@ export interface Engine {
   inspectBytes(prefix: Uint8Array, fileSize: number, arrayHead: number): string;
   /** Native only: inspect a file by path through a memory map, off the JS thread. */
   inspectPath?(path: string, arrayHead: number, signal?: AbortSignal): Promise<string>;
-  /** Load a model from a header prefix; throws GGUF_NEED_MORE when the prefix is short. */
+  /** Load a model's header from a prefix; throws GGUF_NEED_MORE when the prefix is short. Weights
+   *  follow through `weightsPlan` / `pushTensorBytes` / `finishWeights`. */
   loadModelBytes(prefix: Uint8Array, fileSize: number): EngineModel;
-  /** Native only: load a model by path through a memory map, off the JS thread. */
-  loadModelPath?(path: string, signal?: AbortSignal): Promise<EngineModel>;
+  /** Native only: load a model by path through a memory map (weights too unless `vocabOnly`), off
+   *  the JS thread. */
+  loadModelPath?(path: string, vocabOnly: boolean, signal?: AbortSignal): Promise<EngineModel>;
 }
 
 /** A model inside an engine. Methods throw engine errors (decode with fromEngineError). */
@@ -29,7 +31,27 @@ export interface EngineModel {
   pieces(ids: Uint32Array, special: boolean): string[];
   vocab(): string;
   token(id: number): string;
+  /** Whether the weights are loaded. */
+  hasWeights(): boolean;
+  /** Whether a chunked load goes on to weights (the file has tensors, and not vocab-only). */
+  wantsWeights(vocabOnly: boolean): boolean;
+  /** The tensors to fetch for chunked weight loading: flat [tensorIndex, fileOffset, length, ...]. */
+  weightsPlan(): Float64Array;
+  pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void;
+  finishWeights(): void;
+  createContext(nSeqMax: number, nThreads: number): EngineContext;
   /** Frees the engine's memory for this model. */
+  release(): void;
+}
+
+/** A context inside an engine: recurrent-state slots for its sequences. */
+export interface EngineContext {
+  /** Evaluates a batch; returns logits for the tokens whose `logits` flag is set, in batch order. */
+  evaluate(tokens: Uint32Array, seqs: Uint32Array, logits: Uint8Array): Promise<Float32Array>;
+  position(seq: number): number;
+  clear(seq: number): void;
+  stateBytesPerSequence(): number;
+  nVocab(): number;
   release(): void;
 }
 

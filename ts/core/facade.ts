@@ -1,7 +1,7 @@
 // The facade's logic, written once. Each target entry (node, web) supplies how to get an engine
 // for a backend choice and how to open sources only it understands (paths in Node).
 
-import type { Engine } from "./engine.js";
+import type { Engine, EngineModel } from "./engine.js";
 import { withHeader } from "./engine.js";
 import { fromEngineError, InvalidArgumentError, throwIfAborted } from "./errors.js";
 import { Model } from "./model.js";
@@ -16,6 +16,35 @@ import type {
   InspectOptions,
   LoadModelOptions,
 } from "./types.js";
+
+/** Chunk size for handing weights to the wasm engine: bounded, so no buffer is ever file-sized. */
+const WEIGHT_CHUNK = 16 << 20;
+
+/** Streams the tensors the engine asks for from `src` into the engine, chunk by chunk. A file
+ *  without tensors (a vocabulary) loads without weights. */
+async function pushWeights(
+  m: EngineModel,
+  src: ByteSource,
+  signal: AbortSignal | undefined,
+  onProgress: LoadModelOptions["onProgress"],
+): Promise<void> {
+  const plan = m.weightsPlan();
+  let total = 0;
+  for (let i = 2; i < plan.length; i += 3) total += plan[i]!;
+  let loaded = 0;
+  for (let i = 0; i < plan.length; i += 3) {
+    const [index, offset, length] = [plan[i]!, plan[i + 1]!, plan[i + 2]!];
+    for (let at = 0; at < length; at += WEIGHT_CHUNK) {
+      throwIfAborted(signal);
+      const n = Math.min(WEIGHT_CHUNK, length - at);
+      const bytes = await src.read(offset + at, offset + at + n, signal);
+      m.pushTensorBytes(index, at, bytes);
+      loaded += n;
+      onProgress?.({ phase: "weights", loaded, total });
+    }
+  }
+  m.finishWeights();
+}
 
 export interface TargetHooks {
   /** The engine for a backend choice, plus why "auto" fell back to wasm, if it did. */
@@ -50,15 +79,14 @@ export interface CoilFacade {
 export function createApi(hooks: TargetHooks): CoilFacade {
   const pick = (o?: CommonOptions) => checkBackend(o?.backend ?? hooks.defaultBackend());
 
-  /** Runs `byPath` (native's memory map) for file paths when the engine has it, else `byHeader` on
-   *  the header bytes read from whatever the source is. Errors come out typed. */
+  /** Runs `byPath` (native's memory map) for file paths when the engine has it, else `bySource`
+   *  on the source opened for reading (header prefix, then whatever else it reads). Errors come
+   *  out typed; the source is closed afterwards. */
   async function open<T>(
     source: GgufSource,
-    engine: Engine,
     signal: AbortSignal | undefined,
     byPath: ((path: string) => Promise<T>) | undefined,
-    byHeader: (prefix: Uint8Array, fileSize: number) => T,
-    onRead?: (bytes: number, total: number) => void,
+    bySource: (src: ByteSource) => Promise<T>,
   ): Promise<T> {
     try {
       let src = await openCommonSource(source, signal);
@@ -71,9 +99,8 @@ export function createApi(hooks: TargetHooks): CoilFacade {
         }
         src = await hooks.openPath(source as string | URL, signal);
       }
-      const total = src.size;
       try {
-        return await withHeader(src, signal, byHeader, onRead && ((n) => onRead(n, total)));
+        return await bySource(src);
       } finally {
         await src.close?.();
       }
@@ -88,26 +115,34 @@ export function createApi(hooks: TargetHooks): CoilFacade {
     const arrayHead = checkArrayHead(options.arrayHead);
     const { engine } = await hooks.engine(pick(options));
     const byPath = engine.inspectPath && ((p: string) => engine.inspectPath!(p, arrayHead, signal));
-    const json = await open(source, engine, signal, byPath, (prefix, size) =>
-      engine.inspectBytes(prefix, size, arrayHead),
+    const json = await open(source, signal, byPath, (src) =>
+      withHeader(src, signal, (prefix, size) => engine.inspectBytes(prefix, size, arrayHead)),
     );
     throwIfAborted(signal);
     return JSON.parse(json) as GgufInfo;
   }
 
   async function loadModel(source: GgufSource, options: LoadModelOptions = {}): Promise<Model> {
-    const { signal, onProgress } = options;
+    const { signal, onProgress, vocabOnly = false } = options;
     throwIfAborted(signal);
     const { engine } = await hooks.engine(pick(options));
-    const byPath = engine.loadModelPath && ((p: string) => engine.loadModelPath!(p, signal));
-    const em = await open(
-      source,
-      engine,
-      signal,
-      byPath,
-      (prefix, size) => engine.loadModelBytes(prefix, size),
-      onProgress && ((loaded, total) => onProgress({ phase: "header", loaded, total })),
-    );
+    const byPath = engine.loadModelPath && ((p: string) => engine.loadModelPath!(p, vocabOnly, signal));
+    const em = await open(source, signal, byPath, async (src) => {
+      const total = src.size;
+      const m = await withHeader(
+        src,
+        signal,
+        (prefix, size) => engine.loadModelBytes(prefix, size),
+        onProgress && ((n) => onProgress({ phase: "header", loaded: n, total })),
+      );
+      try {
+        if (m.wantsWeights(vocabOnly)) await pushWeights(m, src, signal, onProgress);
+      } catch (e) {
+        m.release();
+        throw e;
+      }
+      return m;
+    });
     if (signal?.aborted) {
       em.release();
       throwIfAborted(signal);

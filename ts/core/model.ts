@@ -3,7 +3,16 @@
 
 import type { EngineModel } from "./engine.js";
 import { CoilError, fromEngineError, InvalidArgumentError } from "./errors.js";
-import type { BackendName, GgufInfo, GgufMetadataValue, TokenAttributes, TokenizeOptions, VocabInfo } from "./types.js";
+import type {
+  BackendName,
+  ContextOptions,
+  GgufInfo,
+  GgufMetadataValue,
+  TokenAttributes,
+  TokenizeOptions,
+  VocabInfo,
+} from "./types.js";
+import { Context } from "./context.js";
 
 function toIds(ids: ArrayLike<number>, what = "token ids"): Uint32Array {
   if (ids instanceof Uint32Array) return ids;
@@ -85,6 +94,24 @@ export class Model {
   tokenAttributes(id: number): TokenAttributes {
     const u = toIds([id], "token id");
     return JSON.parse(this.#call((em) => em.token(u[0]!))) as TokenAttributes;
+  }
+
+  /** Whether the weights are loaded (false for vocabulary-only loads). */
+  get hasWeights(): boolean {
+    return this.#call((em) => em.hasWeights());
+  }
+
+  /** A context holding recurrent state for `sequences` sequences (default 1). */
+  createContext(options: ContextOptions = {}): Context {
+    const n = options.sequences ?? 1;
+    if (!Number.isInteger(n) || n < 1 || n > 4096) {
+      throw new InvalidArgumentError(`sequences must be an integer from 1 to 4096, got ${String(n)}`);
+    }
+    const threads = options.threads ?? 0;
+    if (!Number.isInteger(threads) || threads < 0 || threads > 1024) {
+      throw new InvalidArgumentError(`threads must be a non-negative integer, got ${String(threads)}`);
+    }
+    return new Context(this.#call((em) => em.createContext(n, threads)), n);
   }
 
   /** True once `dispose()` has run. */

@@ -103,6 +103,23 @@ export interface LoadProgress {
 export interface LoadModelOptions extends CommonOptions {
   /** Called as the file is read. */
   onProgress?: (p: LoadProgress) => void;
+  /** Load the header and vocabulary only (tokenize without the weights). Files without tensors
+   *  load this way anyway. Default false. */
+  vocabOnly?: boolean;
+}
+
+export interface ContextOptions {
+  /** How many sequences the context holds, each with its own recurrent state. Default 1. */
+  sequences?: number;
+  /** Threads for evaluation (native). Default: the physical cores. The wasm engine runs on one. */
+  threads?: number;
+}
+
+export interface EvaluateOptions {
+  /** Which logits to return: the last token's (default), every token's, or none. */
+  logits?: "last" | "all" | "none";
+  /** Aborts between chunks of a long prompt; the sequence keeps what was evaluated. */
+  signal?: AbortSignal;
 }
 
 export interface TokenizeOptions {

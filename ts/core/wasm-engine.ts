@@ -1,7 +1,7 @@
 // The wasm engine, the same module on every target: only how its bytes are obtained differs
 // (a file read in Node, a fetch of the module's URL in browsers).
 
-import type { Engine, EngineModel } from "./engine.js";
+import type { Engine, EngineContext, EngineModel } from "./engine.js";
 
 /** The functions wasm-bindgen generates for crates/coil-wasm. */
 export interface WasmBinding {
@@ -21,11 +21,44 @@ interface WasmModel {
   pieces(ids: Uint32Array, special: boolean): string[];
   vocab(): string;
   token(id: number): string;
+  hasWeights(): boolean;
+  wantsWeights(vocabOnly: boolean): boolean;
+  weightsPlan(): Float64Array;
+  pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void;
+  finishWeights(): void;
+  createContext(nSeqMax: number, nThreads: number): WasmContext;
   free(): void;
+}
+
+interface WasmContext {
+  evaluate(tokens: Uint32Array, seqs: Uint32Array, logits: Uint8Array): Float32Array;
+  position(seq: number): number;
+  clear(seq: number): void;
+  stateBytesPerSequence(): number;
+  nVocab(): number;
+  free(): void;
+}
+
+function wrapContext(c: WasmContext): EngineContext {
+  return {
+    // The wasm engine computes on the calling thread; the promise keeps one shape for both engines.
+    evaluate: async (t, s, l) => c.evaluate(t, s, l),
+    position: (s) => c.position(s),
+    clear: (s) => c.clear(s),
+    stateBytesPerSequence: () => c.stateBytesPerSequence(),
+    nVocab: () => c.nVocab(),
+    release: () => c.free(),
+  };
 }
 
 function wrapModel(m: WasmModel): EngineModel {
   return {
+    hasWeights: () => m.hasWeights(),
+    wantsWeights: (v) => m.wantsWeights(v),
+    weightsPlan: () => m.weightsPlan(),
+    pushTensorBytes: (i, o, b) => m.pushTensorBytes(i, o, b),
+    finishWeights: () => m.finishWeights(),
+    createContext: (n, t) => wrapContext(m.createContext(n, t)),
     info: (h) => m.info(h),
     tokenize: (t, a, p) => m.tokenize(t, a, p),
     detokenize: (ids, s) => m.detokenize(ids, s),

@@ -14,6 +14,9 @@ import { loadWasmEngineNode } from "./wasm-engine-node.js";
 export * from "../core/types.js";
 export * from "../core/errors.js";
 export { Model } from "../core/model.js";
+export { Context, Sequence, type BatchItem } from "../core/context.js";
+export { convert, quantize } from "./jobs.js";
+export type { ConvertOptions, ConvertReport, QuantizeOptions, QuantizeReport, JobProgress } from "./jobs.js";
 
 let native: Promise<Engine> | undefined;
 let wasm: Promise<Engine> | undefined;

@@ -1,6 +1,6 @@
 // The native engine: the napi-rs addon through its generated loader in bindings/.
 
-import type { Engine, EngineModel } from "../core/engine.js";
+import type { Engine, EngineContext, EngineModel } from "../core/engine.js";
 import { fromEngineError } from "../core/errors.js";
 
 interface NativeModel {
@@ -10,11 +10,43 @@ interface NativeModel {
   pieces(ids: Uint32Array, special: boolean): string[];
   vocab(): string;
   token(id: number): string;
+  hasWeights(): boolean;
+  wantsWeights(vocabOnly: boolean): boolean;
+  weightsPlan(): Float64Array;
+  pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void;
+  finishWeights(): void;
+  createContext(nSeqMax: number, nThreads: number): NativeContext;
   dispose(): void;
+}
+
+interface NativeContext {
+  evaluate(tokens: Uint32Array, seqs: Uint32Array, logits: Uint8Array): Promise<Float32Array>;
+  position(seq: number): number;
+  clear(seq: number): void;
+  stateBytesPerSequence(): number;
+  nVocab(): number;
+  dispose(): void;
+}
+
+function wrapContext(c: NativeContext): EngineContext {
+  return {
+    evaluate: (t, s, l) => c.evaluate(t, s, l),
+    position: (s) => c.position(s),
+    clear: (s) => c.clear(s),
+    stateBytesPerSequence: () => c.stateBytesPerSequence(),
+    nVocab: () => c.nVocab(),
+    release: () => c.dispose(),
+  };
 }
 
 function wrapModel(m: NativeModel): EngineModel {
   return {
+    hasWeights: () => m.hasWeights(),
+    wantsWeights: (v) => m.wantsWeights(v),
+    weightsPlan: () => m.weightsPlan(),
+    pushTensorBytes: (i, o, b) => m.pushTensorBytes(i, o, b),
+    finishWeights: () => m.finishWeights(),
+    createContext: (n, t) => wrapContext(m.createContext(n, t)),
     info: (h) => m.info(h),
     tokenize: (t, a, p) => m.tokenize(t, a, p),
     detokenize: (ids, s) => m.detokenize(ids, s),
@@ -25,8 +57,16 @@ function wrapModel(m: NativeModel): EngineModel {
   };
 }
 
-interface NativeBinding {
-  loadModelFile(path: string, signal?: AbortSignal | null): Promise<NativeModel>;
+interface NativeJobHandle {
+  cancel(): void;
+  progress(): string;
+}
+
+export interface NativeBinding {
+  JobHandle: new () => NativeJobHandle;
+  convertCheckpoint(dir: string, out: string, outtype: string, name: string | null, handle: NativeJobHandle): Promise<string>;
+  quantizeFile(input: string, output: string, target: string, threads: number, handle: NativeJobHandle): Promise<string>;
+  loadModelFile(path: string, vocabOnly: boolean, signal?: AbortSignal | null): Promise<NativeModel>;
   loadModelBytes(prefix: Uint8Array, fileSize: number): NativeModel;
   engineVersion(): string;
   cpuFeatures(): string[];
@@ -35,13 +75,26 @@ interface NativeBinding {
   inspectBytes(prefix: Uint8Array, fileSize: number, arrayHead?: number | null): string;
 }
 
+let bindingPromise: Promise<NativeBinding> | undefined;
+
+/** The napi-rs addon through its generated loader (loaded once). */
+export function loadNativeBinding(): Promise<NativeBinding> {
+  return (bindingPromise ??= (async () => {
+    const path = "../../bindings/index.js";
+    const b = (await import(path)) as NativeBinding & { default?: NativeBinding };
+    const binding: NativeBinding = typeof b.inspectFile === "function" ? b : (b.default as NativeBinding);
+    if (!binding || typeof binding.inspectFile !== "function") {
+      throw new Error("bindings/index.js does not export the coil native API (stale build?)");
+    }
+    return binding;
+  })().catch((e) => {
+    bindingPromise = undefined;
+    throw e;
+  }));
+}
+
 export async function loadNativeEngine(): Promise<Engine> {
-  const path = "../../bindings/index.js";
-  const b = (await import(path)) as NativeBinding & { default?: NativeBinding };
-  const binding: NativeBinding = typeof b.inspectFile === "function" ? b : (b.default as NativeBinding);
-  if (!binding || typeof binding.inspectFile !== "function") {
-    throw new Error("bindings/index.js does not export the coil native API (stale build?)");
-  }
+  const binding = await loadNativeBinding();
   return {
     name: "native",
     version: () => binding.engineVersion(),
@@ -49,9 +102,9 @@ export async function loadNativeEngine(): Promise<Engine> {
     kernelSelfcheck: () => binding.kernelSelfcheck(),
     inspectBytes: (prefix, fileSize, arrayHead) => binding.inspectBytes(prefix, fileSize, arrayHead),
     loadModelBytes: (prefix, fileSize) => wrapModel(binding.loadModelBytes(prefix, fileSize)),
-    loadModelPath: async (p, signal) => {
+    loadModelPath: async (p, vocabOnly, signal) => {
       try {
-        return wrapModel(await binding.loadModelFile(p, signal ?? null));
+        return wrapModel(await binding.loadModelFile(p, vocabOnly, signal ?? null));
       } catch (e) {
         throw fromEngineError(e);
       }

@@ -9,6 +9,7 @@ import { wasmEngine, type WasmBinding } from "../core/wasm-engine.js";
 export * from "../core/types.js";
 export * from "../core/errors.js";
 export { Model } from "../core/model.js";
+export { Context, Sequence, type BatchItem } from "../core/context.js";
 export { createWorkerClient, type WorkerClient, type RemoteModel } from "./client.js";
 
 let wasm: Promise<Engine> | undefined;

@@ -10,6 +10,7 @@ use coil_core::CoilError;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+mod job;
 mod model;
 
 pub(crate) fn to_napi(e: CoilError) -> Error {

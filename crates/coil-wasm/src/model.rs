@@ -1,22 +1,35 @@
-//! `WasmModel`: a coil-core `Model` held by JS. Thin: each method forwards to the core.
+//! `WasmModel` and `WasmContext`: coil-core's `Model` and `Context` held by JS. Thin: each method
+//! converts arguments and forwards to the core. Weights arrive in chunks pushed by the facade.
 
+use std::sync::Arc;
+
+use coil_core::context::{Batch, Context, ContextParams};
 use coil_core::gguf::GgufFile;
 use coil_core::model::Model;
+use coil_core::{CoilError, ErrorCode};
 use wasm_bindgen::prelude::*;
 
 use crate::to_js;
 
 #[wasm_bindgen]
 pub struct WasmModel {
-    inner: Model,
+    inner: Arc<Model>,
 }
 
-/// Loads a model from the header bytes of a GGUF (`prefix` of a file of `file_size` bytes);
-/// GGUF_NEED_MORE asks for a longer prefix.
+/// Loads a model's header from the first bytes of a GGUF (`prefix` of a file of `file_size`
+/// bytes); GGUF_NEED_MORE asks for a longer prefix.
 #[wasm_bindgen(js_name = loadModelBytes)]
 pub fn load_model_bytes(prefix: &[u8], file_size: f64) -> Result<WasmModel, JsValue> {
     let file = GgufFile::parse(prefix, file_size as u64).map_err(to_js)?;
-    Ok(WasmModel { inner: Model::from_header(file).map_err(to_js)? })
+    Ok(WasmModel { inner: Arc::new(Model::from_header(file).map_err(to_js)?) })
+}
+
+impl WasmModel {
+    fn model_mut(&mut self) -> Result<&mut Model, JsValue> {
+        Arc::get_mut(&mut self.inner).ok_or_else(|| {
+            to_js(CoilError::new(ErrorCode::InvalidArgument, "weights cannot change once a context uses the model"))
+        })
+    }
 }
 
 #[wasm_bindgen]
@@ -43,5 +56,72 @@ impl WasmModel {
 
     pub fn token(&self, id: u32) -> Result<String, JsValue> {
         self.inner.token_json(id).map_err(to_js)
+    }
+
+    #[wasm_bindgen(js_name = hasWeights)]
+    pub fn has_weights(&self) -> bool {
+        self.inner.has_weights()
+    }
+
+    #[wasm_bindgen(js_name = wantsWeights)]
+    pub fn wants_weights(&self, vocab_only: bool) -> bool {
+        self.inner.wants_weights(vocab_only)
+    }
+
+    #[wasm_bindgen(js_name = weightsPlan)]
+    pub fn weights_plan(&mut self) -> Result<Vec<f64>, JsValue> {
+        self.model_mut()?.weights_plan_flat().map_err(to_js)
+    }
+
+    #[wasm_bindgen(js_name = pushTensorBytes)]
+    pub fn push_tensor_bytes(&mut self, tensor_index: u32, offset: f64, bytes: &[u8]) -> Result<(), JsValue> {
+        self.model_mut()?.push_tensor_bytes(tensor_index as usize, offset as u64, bytes).map_err(to_js)
+    }
+
+    #[wasm_bindgen(js_name = finishWeights)]
+    pub fn finish_weights(&mut self) -> Result<(), JsValue> {
+        self.model_mut()?.finish_weights().map_err(to_js)
+    }
+
+    #[wasm_bindgen(js_name = createContext)]
+    pub fn create_context(&self, n_seq_max: u32, n_threads: u32) -> Result<WasmContext, JsValue> {
+        let params = ContextParams { n_seq_max, n_threads: n_threads as usize, ..ContextParams::default() };
+        let ctx = Context::new(self.inner.clone(), params).map_err(to_js)?;
+        Ok(WasmContext { inner: ctx })
+    }
+}
+
+#[wasm_bindgen]
+pub struct WasmContext {
+    inner: Context,
+}
+
+#[wasm_bindgen]
+impl WasmContext {
+    /// Evaluates a batch: logits (f32) for tokens whose flag is set, in order.
+    pub fn evaluate(&mut self, tokens: &[u32], seqs: &[u32], logits: &[u8]) -> Result<Vec<f32>, JsValue> {
+        if tokens.len() != seqs.len() || tokens.len() != logits.len() {
+            return Err(to_js(CoilError::new(ErrorCode::InvalidArgument, "tokens, sequences and logit flags differ in length")));
+        }
+        let batch = Batch { tokens: tokens.to_vec(), seq: seqs.to_vec(), pos: None, logits: logits.iter().map(|&b| b != 0).collect() };
+        self.inner.evaluate(&batch).map(|l| l.into_vec()).map_err(to_js)
+    }
+
+    pub fn position(&self, seq: u32) -> Result<u32, JsValue> {
+        self.inner.position(seq).map_err(to_js)
+    }
+
+    pub fn clear(&mut self, seq: u32) -> Result<(), JsValue> {
+        self.inner.clear(seq).map_err(to_js)
+    }
+
+    #[wasm_bindgen(js_name = stateBytesPerSequence)]
+    pub fn state_bytes_per_sequence(&self) -> f64 {
+        self.inner.state_bytes_per_sequence() as f64
+    }
+
+    #[wasm_bindgen(js_name = nVocab)]
+    pub fn n_vocab(&self) -> u32 {
+        self.inner.model().hparams().map(|h| h.n_vocab as u32).unwrap_or(0)
     }
 }

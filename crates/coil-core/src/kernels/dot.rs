@@ -25,20 +25,20 @@ type DotFn = fn(&[f32], &[f32]) -> f32;
 /// Every implementation this machine can run, by name (the scalar reference first).
 pub fn dot_f32_paths() -> Vec<(&'static str, DotFn)> {
     #[allow(unused_mut)]
-    let mut v: Vec<(&'static str, DotFn)> = vec![("scalar", dot_f32_ref)];
+    let mut v: Vec<(&'static str, DotFn)> = vec![("dot/scalar", dot_f32_ref)];
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            v.push(("avx2", |a, b| unsafe { x86::dot_avx2(a, b) }));
+            v.push(("dot/avx2", |a, b| unsafe { x86::dot_avx2(a, b) }));
         }
         if std::is_x86_feature_detected!("avx512f") {
-            v.push(("avx512", |a, b| unsafe { x86::dot_avx512(a, b) }));
+            v.push(("dot/avx512", |a, b| unsafe { x86::dot_avx512(a, b) }));
         }
     }
     #[cfg(target_arch = "aarch64")]
-    v.push(("neon", |a, b| unsafe { arm::dot_neon(a, b) }));
+    v.push(("dot/neon", |a, b| unsafe { arm::dot_neon(a, b) }));
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    v.push(("simd128", wasm::dot_simd128));
+    v.push(("dot/simd128", wasm::dot_simd128));
     v
 }
 

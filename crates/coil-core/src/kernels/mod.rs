@@ -4,7 +4,13 @@
 //! machine can run against the reference; `selfcheck` lets the JS test suites do the same on each
 //! target through the bindings.
 
+pub mod conv;
 pub mod dot;
+pub mod matmul;
+pub mod norm;
+pub mod ops;
+pub mod ssm;
+pub mod vecdot;
 
 /// Runs every kernel path available here against its scalar reference on fixed pseudo-random
 /// inputs; returns (path name, max relative difference) per path.
@@ -24,10 +30,15 @@ pub fn selfcheck() -> Vec<(&'static str, f32)> {
             }
         }
     }
+    ops::selfcheck(&mut out);
+    norm::selfcheck(&mut out);
+    conv::selfcheck(&mut out);
+    ssm::selfcheck(&mut out);
+    matmul::selfcheck(&mut out);
     out
 }
 
-/// `selfcheck` as JSON, `[{"path":"avx2","max_rel_diff":1e-7},...]`, for the bindings.
+/// `selfcheck` as JSON, `[{"path":"matmul/avx2/Q8_0","max_rel_diff":1e-7},...]`, for the bindings.
 pub fn selfcheck_json() -> String {
     let items: Vec<String> = selfcheck()
         .into_iter()
@@ -41,7 +52,7 @@ mod tests {
     #[test]
     fn every_path_matches_the_reference() {
         let res = super::selfcheck();
-        assert!(res.iter().any(|(n, _)| *n == "scalar"));
+        assert!(res.iter().any(|(n, _)| *n == "dot/scalar"));
         for (name, d) in res {
             assert!(d < 1e-5, "{name}: relative difference {d}");
         }

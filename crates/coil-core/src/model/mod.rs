@@ -1,11 +1,33 @@
 //! A loaded model as the bindings see it: its GGUF header, its tokenizer (when the file carries
-//! one), and — with the inference issues — its weights. Vocab-only GGUFs load too, for tokenization.
+//! one), and its weights. Vocab-only GGUFs load too, for tokenization.
 //! Everything both bindings need beyond plain argument conversion lives here, once.
+//!
+//! # Weights, two ways
+//! * Native: [`Model::load_mapped`] (or [`Model::open`]) maps the file; tensors are slices of the
+//!   map, which the model keeps alive.
+//! * wasm (chunked): [`Model::from_header`], then [`Model::weights_plan`] lists the byte ranges of
+//!   the tensors the architecture needs, the facade hands them over with
+//!   [`Model::push_tensor_bytes`] in any order and chunking, and [`Model::finish_weights`] checks
+//!   that everything arrived and builds the weights.
+//!
+//! Both end in the same validated [`Weights`]: every tensor's shape checked against the
+//! hyperparameters (`BAD_TENSOR_SHAPE`, `MISSING_TENSOR`, `MISSING_KEY` naming the tensor or key),
+//! `UNKNOWN_ARCHITECTURE` for anything but `mamba` and `mamba2`.
+
+pub(crate) mod compat;
+pub mod graph;
+pub mod hparams;
+pub mod synth;
+pub mod weights;
+mod load;
 
 use crate::error::{CoilError, ErrorCode, Result};
 use crate::gguf::inspect::{inspect_json, InspectOptions};
 use crate::gguf::GgufFile;
 use crate::tokenizer::{DetokenizeOptions, StreamDecoder, TokenType, Tokenizer};
+
+pub use hparams::{Arch, HParams};
+pub use weights::{ArchWeights, Mamba2Layer, Mamba2Weights, MambaLayer, MambaWeights, Matrix, Weights};
 
 pub struct Model {
     file: GgufFile,
@@ -13,6 +35,9 @@ pub struct Model {
     /// Why the tokenizer could not be built, when the file has tokenizer metadata that is broken
     /// (reported on first use rather than failing the load: the weights may still be useful).
     tokenizer_error: Option<CoilError>,
+    weights: Option<Weights>,
+    /// Chunked loading in progress (between `weights_plan` and `finish_weights`).
+    pending: Option<weights::Pending>,
 }
 
 impl Model {
@@ -27,7 +52,115 @@ impl Model {
         } else {
             (None, None)
         };
-        Ok(Model { file, tokenizer, tokenizer_error })
+        Ok(Model { file, tokenizer, tokenizer_error, weights: None, pending: None })
+    }
+
+    /// Loads a memory-mapped file: header, tokenizer and weights (tensors stay in the map).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_mapped(mut mapped: crate::gguf::MappedGguf) -> Result<Model> {
+        let plan = weights::Plan::new(&mapped.file)?;
+        // Move the header out of the map's struct (the map only serves bytes from now on).
+        let empty = GgufFile {
+            version: mapped.file.version,
+            metadata: Vec::new(),
+            tensors: Vec::new(),
+            alignment: mapped.file.alignment,
+            data_offset: mapped.file.data_offset,
+            file_size: mapped.file.file_size,
+        };
+        let file = std::mem::replace(&mut mapped.file, empty);
+        let mut model = Model::from_header(file)?;
+        model.weights = Some(Weights::build(plan, weights::mapped_storage(mapped))?);
+        Ok(model)
+    }
+
+    /// Maps and loads the GGUF file at `path`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(path: &std::path::Path) -> Result<Model> {
+        Model::load_mapped(crate::gguf::MappedGguf::open(path)?)
+    }
+
+    /// Loads a whole GGUF file held in memory (header, tokenizer, weights copied out of `bytes`
+    /// through the chunked path).
+    pub fn from_gguf_bytes(bytes: &[u8]) -> Result<Model> {
+        let mut m = Model::from_header(GgufFile::parse(bytes, bytes.len() as u64)?)?;
+        for (idx, off, len) in m.weights_plan()? {
+            let r = off as usize..(off + len) as usize;
+            m.push_tensor_bytes(idx, 0, &bytes[r])?;
+        }
+        m.finish_weights()?;
+        Ok(m)
+    }
+
+    /// The tensors the architecture needs, as `(tensor_index, absolute_file_offset, byte_length)`
+    /// in file order, for chunked loading. Checks the hyperparameters and every tensor's name,
+    /// shape and type first, so an unusable file fails here, before any data is fetched.
+    /// Calling it again restarts the chunked load.
+    pub fn weights_plan(&mut self) -> Result<Vec<(usize, u64, u64)>> {
+        if self.weights.is_some() {
+            return Err(CoilError::new(ErrorCode::InvalidArgument, "the model already has its weights"));
+        }
+        let p = weights::Pending::new(weights::Plan::new(&self.file)?);
+        let list = p.list();
+        self.pending = Some(p);
+        Ok(list)
+    }
+
+    /// Copies `data` into tensor `tensor_index` at `offset` bytes from the tensor's start. The
+    /// tensor's buffer is allocated at its exact size on first touch. Chunks may come in any order
+    /// and may overlap.
+    pub fn push_tensor_bytes(&mut self, tensor_index: usize, offset: u64, data: &[u8]) -> Result<()> {
+        if self.pending.is_none() {
+            if self.weights.is_some() {
+                return Err(CoilError::new(ErrorCode::InvalidArgument, "the model already has its weights"));
+            }
+            self.pending = Some(weights::Pending::new(weights::Plan::new(&self.file)?));
+        }
+        match self.pending.as_mut() {
+            Some(p) => p.push(tensor_index, offset, data),
+            None => Err(CoilError::new(ErrorCode::Internal, "no pending weights")),
+        }
+    }
+
+    /// Ends chunked loading: checks that every needed tensor arrived whole and builds the weights.
+    /// On failure the pushed data is kept, so the missing pieces can still be pushed.
+    pub fn finish_weights(&mut self) -> Result<()> {
+        if self.weights.is_some() {
+            return Err(CoilError::new(ErrorCode::InvalidArgument, "the model already has its weights"));
+        }
+        let p = self.pending.take().ok_or_else(|| {
+            CoilError::new(ErrorCode::InvalidArgument, "no tensor data was pushed: call weights_plan and push_tensor_bytes first")
+        })?;
+        if let Some(msg) = p.incomplete() {
+            self.pending = Some(p);
+            return Err(CoilError::new(ErrorCode::InvalidArgument, msg));
+        }
+        self.weights = Some(p.finish()?);
+        Ok(())
+    }
+
+    /// The weights, when loaded.
+    pub fn weights(&self) -> Option<&Weights> {
+        self.weights.as_ref()
+    }
+
+    pub fn has_weights(&self) -> bool {
+        self.weights.is_some()
+    }
+
+    /// The weights, or `InvalidArgument` for a model loaded without them.
+    pub fn require_weights(&self) -> Result<&Weights> {
+        self.weights.as_ref().ok_or_else(|| {
+            CoilError::new(
+                ErrorCode::InvalidArgument,
+                "this model was loaded without weights (header only): it can tokenize but not evaluate",
+            )
+        })
+    }
+
+    /// The hyperparameters (weights loaded).
+    pub fn hparams(&self) -> Option<&HParams> {
+        self.weights.as_ref().map(|w| &w.hp)
     }
 
     pub fn file(&self) -> &GgufFile {

@@ -1,0 +1,120 @@
+//! Matrix-product throughput per weight type, path, token count and thread count.
+//!
+//! `cargo run --release -p coil-core --example bench_matmul [-- options]`
+//!
+//! Options: `--types F16,Q8_0,Q4_K` (default: all), `--paths avx512,avx2` (default: all but scalar),
+//! `--shapes 3072x768,768x1536,50280x768` (rows x cols; default: the mamba-130m shapes),
+//! `--tokens 1,128`, `--threads 1,2`, `--secs 0.3` (time per measurement), `--hot` (n_tokens = 1
+//! with one weight copy, i.e. cache-resident when it fits; by default generation is measured with
+//! enough copies of the matrix to stream from DRAM, as in real decoding).
+//!
+//! Prints, for n_tokens = 1, the weight bytes read per second (GB/s, 1e9), and for n_tokens > 1
+//! the arithmetic rate (GFLOP/s = 2·rows·cols·tokens / time, 1e9).
+
+use coil_core::gguf::GgmlType;
+use coil_core::kernels::matmul::{matmul_paths, WeightRef, MATMUL_TYPES};
+use coil_core::quant;
+use coil_core::threads::ThreadPool;
+use std::time::Instant;
+
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(|s| s.as_str())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let types: Vec<GgmlType> = match arg(&args, "--types") {
+        Some(s) => s.split(',').map(|t| GgmlType::from_name(t).expect("type name")).collect(),
+        None => MATMUL_TYPES.to_vec(),
+    };
+    let want_paths: Option<Vec<String>> = arg(&args, "--paths").map(|s| s.split(',').map(String::from).collect());
+    let shapes: Vec<(usize, usize)> = arg(&args, "--shapes")
+        .unwrap_or("3072x768,768x1536,50280x768")
+        .split(',')
+        .map(|s| {
+            let (r, c) = s.split_once('x').expect("RxC");
+            (r.parse().unwrap(), c.parse().unwrap())
+        })
+        .collect();
+    let tokens: Vec<usize> = arg(&args, "--tokens").unwrap_or("1,128").split(',').map(|s| s.parse().unwrap()).collect();
+    let threads: Vec<usize> = arg(&args, "--threads").unwrap_or("1,2").split(',').map(|s| s.parse().unwrap()).collect();
+    let secs: f64 = arg(&args, "--secs").unwrap_or("0.3").parse().unwrap();
+    let hot = args.iter().any(|a| a == "--hot");
+
+    let paths: Vec<_> = matmul_paths()
+        .into_iter()
+        .filter(|p| match &want_paths {
+            Some(w) => w.iter().any(|n| n == p.name()),
+            None => p.name() != "scalar",
+        })
+        .collect();
+    let pools: Vec<(usize, ThreadPool)> = threads.iter().map(|&n| (n, ThreadPool::new(n))).collect();
+    println!("cpu features: {:?}", coil_core::cpu::features());
+    println!("{:<6} {:>11} {:>6} {:>8} {:>3} {:>12} {:>10}", "type", "shape", "tokens", "path", "thr", "time/call", "rate");
+    for &ty in &types {
+        for &(rows, cols) in &shapes {
+            let bs = ty.block_size() as usize;
+            if cols % bs != 0 {
+                continue;
+            }
+            let rb = quant::row_bytes(ty, cols).unwrap();
+            let bytes = rb * rows;
+            // Quantize one random matrix, replicate it so generation streams from memory.
+            let mut rng = coil_core::util::SplitMix64::new(7);
+            let vals: Vec<f32> = (0..rows * cols).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+            let mut one = vec![0u8; bytes];
+            for r in 0..rows {
+                quant::quantize_row(ty, &vals[r * cols..(r + 1) * cols], &mut one[r * rb..(r + 1) * rb]).unwrap();
+            }
+            drop(vals);
+            let copies = if hot { 1 } else { (256usize << 20).div_ceil(bytes).clamp(1, 64) };
+            let mut all = Vec::with_capacity(bytes * copies);
+            for _ in 0..copies {
+                all.extend_from_slice(&one);
+            }
+            drop(one);
+            for &nt in &tokens {
+                let x: Vec<f32> = (0..nt * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+                let mut out = vec![0f32; nt * rows];
+                for p in &paths {
+                    for (nthr, pool) in &pools {
+                        let n_copies = if nt == 1 { copies } else { 1 };
+                        let ws: Vec<WeightRef> = (0..n_copies)
+                            .map(|c| WeightRef::new(ty, &all[c * bytes..(c + 1) * bytes], rows, cols).unwrap())
+                            .collect();
+                        // Warm up, then time.
+                        p.run(&ws[0], &x, nt, &mut out, pool);
+                        let mut best = f64::MAX;
+                        let start = Instant::now();
+                        let mut calls = 0usize;
+                        while start.elapsed().as_secs_f64() < secs || calls < 3 {
+                            let t0 = Instant::now();
+                            let reps = n_copies.max(1);
+                            for w in &ws {
+                                p.run(w, &x, nt, &mut out, pool);
+                            }
+                            let dt = t0.elapsed().as_secs_f64() / reps as f64;
+                            best = best.min(dt);
+                            calls += reps;
+                        }
+                        let rate = if nt == 1 {
+                            format!("{:7.1} GB/s", bytes as f64 / best / 1e9)
+                        } else {
+                            format!("{:7.1} GFLOP/s", 2.0 * (rows * cols * nt) as f64 / best / 1e9)
+                        };
+                        println!(
+                            "{:<6} {:>11} {:>6} {:>8} {:>3} {:>9.1} us {}",
+                            ty.name(),
+                            format!("{rows}x{cols}"),
+                            nt,
+                            p.used_for(ty),
+                            nthr,
+                            best * 1e6,
+                            rate
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

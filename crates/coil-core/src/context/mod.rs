@@ -1,0 +1,384 @@
+//! Evaluation contexts: recurrent state for several sequences, and batched evaluation.
+//!
+//! A [`Context`] owns one recurrent-state slot per sequence id `0..n_seq_max` (per layer a conv
+//! state of (d_conv−1)·conv_dim floats and an SSM state of d_state·d_inner floats, all f32) and a
+//! position per sequence: how many tokens its state has absorbed. [`Context::evaluate`] runs a
+//! [`Batch`] — tokens of any of the sequences, interleaved or not, of different lengths — and
+//! returns [`Logits`] for the tokens that asked for them, in batch order.
+//!
+//! Each sequence's tokens must continue it: the first token of sequence s in a batch has position
+//! `ctx.position(s)`, the next one more, and so on (a recurrent state cannot rewind). Everything
+//! in a batch is checked before any state changes, so a failed `evaluate` leaves every sequence
+//! exactly as it was.
+//!
+//! Internally a batch is regrouped so each sequence's tokens are contiguous and cut into
+//! micro-batches of at most `n_ubatch` tokens; within a micro-batch the projections run as one
+//! batched matmul over all tokens and the conv and scan run per sequence on its slot, in place.
+
+use std::sync::Arc;
+
+use crate::error::{CoilError, ErrorCode, Result};
+use crate::model::compat::{physical_cores, ThreadPool};
+use crate::model::graph::{forward, Scratch, Segment, States};
+use crate::model::Model;
+
+/// Parameters of a [`Context`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextParams {
+    /// Sequences the context holds (ids `0..n_seq_max`), each with its own state slot.
+    pub n_seq_max: u32,
+    /// Threads for evaluation (0: the number of cores).
+    pub n_threads: usize,
+    /// Most tokens processed together per step (activation memory grows with it). 0: 512.
+    pub n_ubatch: usize,
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        ContextParams { n_seq_max: 1, n_threads: 0, n_ubatch: 512 }
+    }
+}
+
+/// Tokens to evaluate. All vectors have one entry per token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub tokens: Vec<u32>,
+    /// The sequence of each token.
+    pub seq: Vec<u32>,
+    /// Positions; when given, each must be the one its sequence is at (checked). `None`: continue
+    /// every sequence where it is.
+    pub pos: Option<Vec<u32>>,
+    /// Whether to return logits for each token.
+    pub logits: Vec<bool>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// `tokens` of sequence `seq`, with logits for the last token only (or for every token).
+    pub fn for_sequence(seq: u32, tokens: &[u32], all_logits: bool) -> Batch {
+        let n = tokens.len();
+        Batch {
+            tokens: tokens.to_vec(),
+            seq: vec![seq; n],
+            pos: None,
+            logits: (0..n).map(|i| all_logits || i + 1 == n).collect(),
+        }
+    }
+
+    /// Appends one token (positions left implicit: `pos` is not touched, so a batch built with
+    /// explicit positions must get them through [`Batch::push_at`]).
+    pub fn push(&mut self, token: u32, seq: u32, logits: bool) -> &mut Batch {
+        self.tokens.push(token);
+        self.seq.push(seq);
+        self.logits.push(logits);
+        self
+    }
+
+    /// Appends one token with an explicit position (a batch holds positions for all of its
+    /// tokens or for none; mixing is rejected by `evaluate`).
+    pub fn push_at(&mut self, token: u32, seq: u32, pos: u32, logits: bool) -> &mut Batch {
+        let had = self.tokens.len();
+        self.push(token, seq, logits);
+        let p = self.pos.get_or_insert_with(Vec::new);
+        if p.len() == had {
+            p.push(pos);
+        } else {
+            // Earlier tokens had no positions: leave the lengths mismatched so evaluate reports it.
+            p.push(pos);
+        }
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// Logits of the tokens that asked for them: `len()` rows of `n_vocab` f32, in batch order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Logits {
+    n_vocab: usize,
+    data: Vec<f32>,
+    /// Batch index of each row.
+    index: Vec<u32>,
+}
+
+impl Logits {
+    pub fn n_vocab(&self) -> usize {
+        self.n_vocab
+    }
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    /// Row `i` (the i-th token that asked for logits, in batch order).
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.n_vocab..(i + 1) * self.n_vocab]
+    }
+    /// All rows, row-major.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+    pub fn into_vec(self) -> Vec<f32> {
+        self.data
+    }
+    /// The batch index of each row.
+    pub fn batch_indices(&self) -> &[u32] {
+        &self.index
+    }
+    /// The row of batch index `i`, if it asked for logits.
+    pub fn for_batch_index(&self, i: u32) -> Option<&[f32]> {
+        self.index.binary_search(&i).ok().map(|r| self.row(r))
+    }
+}
+
+/// Evaluation state for several sequences of one model.
+pub struct Context {
+    model: Arc<Model>,
+    params: ContextParams,
+    pool: ThreadPool,
+    states: States,
+    /// Tokens absorbed per sequence (the position its next token must have).
+    pos: Vec<u32>,
+    scratch: Scratch,
+    /// Reused per evaluate: the batch regrouped by sequence.
+    order: Vec<usize>,
+    tokens: Vec<u32>,
+}
+
+fn bad(msg: impl Into<String>) -> CoilError {
+    CoilError::new(ErrorCode::InvalidArgument, msg)
+}
+
+/// The most sequences one context may hold (a sanity bound; memory is the real limit).
+pub const MAX_SEQ: u32 = 1 << 16;
+
+impl Context {
+    pub fn new(model: Arc<Model>, params: ContextParams) -> Result<Context> {
+        let hp = model.require_weights()?.hp.clone();
+        if params.n_seq_max == 0 || params.n_seq_max > MAX_SEQ {
+            return Err(bad(format!("n_seq_max must be in 1..={MAX_SEQ}, got {}", params.n_seq_max)));
+        }
+        let mut params = params;
+        if params.n_threads == 0 {
+            params.n_threads = physical_cores();
+        }
+        if params.n_threads > 1024 {
+            return Err(bad(format!("n_threads {} is absurd", params.n_threads)));
+        }
+        if params.n_ubatch == 0 {
+            params.n_ubatch = 512;
+        }
+        params.n_ubatch = params.n_ubatch.min(1 << 16);
+        let states = States::new(&hp, params.n_seq_max as usize)?;
+        Ok(Context {
+            pool: ThreadPool::new(params.n_threads),
+            states,
+            pos: vec![0; params.n_seq_max as usize],
+            scratch: Scratch::default(),
+            order: Vec::new(),
+            tokens: Vec::new(),
+            model,
+            params,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn params(&self) -> ContextParams {
+        self.params
+    }
+
+    pub fn n_seq_max(&self) -> u32 {
+        self.params.n_seq_max
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    /// Bytes of recurrent state each sequence owns (all layers, f32).
+    pub fn state_bytes_per_sequence(&self) -> u64 {
+        self.model.hparams().map_or(0, |hp| hp.state_bytes_per_sequence())
+    }
+
+    fn check_seq(&self, seq: u32) -> Result<usize> {
+        if seq >= self.params.n_seq_max {
+            return Err(bad(format!("sequence {seq} is out of range: this context holds sequences 0..{}", self.params.n_seq_max)));
+        }
+        Ok(seq as usize)
+    }
+
+    /// The position the next token of `seq` must have: the number of tokens its state holds.
+    pub fn position(&self, seq: u32) -> Result<u32> {
+        Ok(self.pos[self.check_seq(seq)?])
+    }
+
+    /// Resets `seq` to the empty state (position 0).
+    pub fn clear(&mut self, seq: u32) -> Result<()> {
+        let s = self.check_seq(seq)?;
+        let n_layer = self.model.hparams().map_or(0, |h| h.n_layer);
+        self.states.clear(n_layer, s);
+        self.pos[s] = 0;
+        Ok(())
+    }
+
+    /// Resets every sequence.
+    pub fn clear_all(&mut self) {
+        self.states.conv.fill(0.0);
+        self.states.ssm.fill(0.0);
+        self.pos.fill(0);
+    }
+
+    /// A copy of `seq`'s recurrent state (conv states of every layer, then SSM states), for tests
+    /// and debugging.
+    pub fn state_snapshot(&self, seq: u32) -> Result<Vec<f32>> {
+        let s = self.check_seq(seq)?;
+        let mut v = Vec::new();
+        self.states.copy_slot(self.model.hparams().map_or(0, |h| h.n_layer), s, &mut v);
+        Ok(v)
+    }
+
+    /// Evaluates `batch`; returns the logits of the tokens that asked, in batch order.
+    pub fn evaluate(&mut self, batch: &Batch) -> Result<Logits> {
+        let mut out = Logits::default();
+        self.evaluate_into(batch, &mut out)?;
+        Ok(out)
+    }
+
+    /// As [`Context::evaluate`], reusing `out`'s memory.
+    pub fn evaluate_into(&mut self, batch: &Batch, out: &mut Logits) -> Result<()> {
+        let model = Arc::clone(&self.model);
+        let w = model.require_weights()?;
+        let n_vocab = w.hp.n_vocab;
+        let n = batch.tokens.len();
+
+        // ---- Validate everything before touching any state. ----
+        if n == 0 {
+            return Err(bad("the batch is empty"));
+        }
+        if batch.seq.len() != n || batch.logits.len() != n {
+            return Err(bad(format!(
+                "batch vectors differ in length: {n} tokens, {} sequence ids, {} logits flags",
+                batch.seq.len(),
+                batch.logits.len()
+            )));
+        }
+        if let Some(p) = &batch.pos {
+            if p.len() != n {
+                return Err(bad(format!("batch has {n} tokens but {} positions", p.len())));
+            }
+        }
+        if n > u32::MAX as usize {
+            return Err(bad("batch too large"));
+        }
+        for (i, &t) in batch.tokens.iter().enumerate() {
+            if t as usize >= n_vocab {
+                return Err(CoilError::new(
+                    ErrorCode::TokenOutOfRange,
+                    format!("token {t} at batch index {i} is outside the model's vocabulary (0..{n_vocab})"),
+                ));
+            }
+        }
+        // Next position per sequence as the batch advances (only touched sequences matter).
+        let mut next: Vec<u32> = self.pos.clone();
+        for (i, &s) in batch.seq.iter().enumerate() {
+            let su = self.check_seq(s).map_err(|e| bad(format!("batch index {i}: {}", e.message)))?;
+            let want = next[su];
+            if let Some(p) = &batch.pos {
+                if p[i] != want {
+                    return Err(bad(format!(
+                        "batch index {i}: sequence {s} is at position {want}, but the token has position {} (a sequence must \
+                         continue where it is: no gaps, no rewinds; clear() it to start over)",
+                        p[i]
+                    )));
+                }
+            }
+            next[su] = want.checked_add(1).ok_or_else(|| bad(format!("sequence {s}: position overflow")))?;
+        }
+
+        // ---- Regroup by sequence (stable), cut into micro-batches. ----
+        self.order.clear();
+        self.order.extend(0..n);
+        self.order.sort_by_key(|&i| batch.seq[i]);
+        let n_req = batch.logits.iter().filter(|&&b| b).count();
+        // Logit row of each batch index (batch order).
+        let mut row_of = vec![u32::MAX; n];
+        let mut index = Vec::with_capacity(n_req);
+        for (i, &want) in batch.logits.iter().enumerate() {
+            if want {
+                row_of[i] = index.len() as u32;
+                index.push(i as u32);
+            }
+        }
+        out.n_vocab = n_vocab;
+        out.index = index;
+        out.data.clear();
+        out.data.resize(n_req * n_vocab, 0.0);
+
+        let ub = self.params.n_ubatch;
+        let mut segs: Vec<Segment> = Vec::new();
+        let mut outputs: Vec<(usize, usize)> = Vec::new();
+        let mut touched: Vec<usize> = Vec::new();
+        let mut start = 0;
+        let result = (|| -> Result<()> {
+            while start < n {
+                let end = (start + ub).min(n);
+                self.tokens.clear();
+                segs.clear();
+                outputs.clear();
+                for (r, &bi) in self.order[start..end].iter().enumerate() {
+                    self.tokens.push(batch.tokens[bi]);
+                    let slot = batch.seq[bi] as usize;
+                    match segs.last_mut() {
+                        Some(sg) if sg.slot == slot => sg.len += 1,
+                        _ => segs.push(Segment { slot, start: r, len: 1 }),
+                    }
+                    if row_of[bi] != u32::MAX {
+                        outputs.push((r, row_of[bi] as usize));
+                    }
+                }
+                for sg in &segs {
+                    if !touched.contains(&sg.slot) {
+                        touched.push(sg.slot);
+                    }
+                }
+                forward(w, &self.pool, &mut self.states, &mut self.scratch, &self.tokens, &segs, &outputs, &mut out.data)?;
+                start = end;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.pos = next;
+                Ok(())
+            }
+            Err(e) => {
+                // Only an internal failure can get here (everything the caller controls was
+                // checked above). The touched sequences hold partial updates: reset them rather
+                // than leave them inconsistent with their positions.
+                let n_layer = w.hp.n_layer;
+                for &s in &touched {
+                    self.states.clear(n_layer, s);
+                    self.pos[s] = 0;
+                }
+                Err(CoilError::new(
+                    ErrorCode::Internal,
+                    format!("evaluation failed ({}); the sequences in the batch were reset", e.message),
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! AVX2 + FMA + F16C kernels (Haswell, Zen 1 and later).
+//!
+//! Quantized types keep ggml's natural value order: a legacy block is one vector of 32 bytes, a
+//! k-quant super-block 8 vectors (one per 32 values). Products go through `vpmaddubsw` (unsigned
+//! weight bytes × signed activation bytes → pairs of i16) and `vpmaddwd` (× 1, or × the
+//! sub-block's scale for k-quants, → i32), summed as integers over the block or super-block. Q8_0
+//! weights use the sign trick (`|w|` × `sign(x, w)`); Q4_0/Q5_0 start the integer sum at
+//! `-offset · Σx` per lane from the activation record, Q6_K subtracts `32 · Σ scale·bsum`.
+//!
+//! Float types: register tile of `RM × RN` accumulators over 8 values, scalar tail.
+
+use super::actq::NatAct;
+use super::{tile_dispatch, ActKind, FKernel, Kernel, QKernel, TileArgs};
+use crate::gguf::GgmlType;
+use std::arch::x86_64::*;
+
+pub(crate) fn available() -> bool {
+    super::actq::avx2_ok()
+}
+
+pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
+    if !available() {
+        return None;
+    }
+    macro_rules! q {
+        ($d:ty, $act:expr, $tile:ident) => {
+            Kernel::Quant(QKernel { act: $act, group: <$d>::GE, rec_bytes: <$d>::RB, pack: <$d>::pack, tile: $tile, rm: QRM, rn: QRN })
+        };
+    }
+    Some(match ty {
+        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: FRM, rn: FRN }),
+        GgmlType::F16 => Kernel::Float(FKernel { tile: tile_f16, rm: FRM, rn: FRN }),
+        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: FRM, rn: FRN }),
+        GgmlType::Q8_0 => q!(Q8_0, ActKind::Q8_0, tile_q8_0),
+        GgmlType::Q4_0 => q!(Q4_0, ActKind::Q8_0, tile_q4_0),
+        GgmlType::Q4_1 => q!(Q4_1, ActKind::Q8_1, tile_q4_1),
+        GgmlType::Q5_0 => q!(Q5_0, ActKind::Q8_0, tile_q5_0),
+        GgmlType::Q5_1 => q!(Q5_1, ActKind::Q8_1, tile_q5_1),
+        GgmlType::Q4_K => q!(Q4K, ActKind::Q8K, tile_q4_k),
+        GgmlType::Q5_K => q!(Q5K, ActKind::Q8K, tile_q5_k),
+        GgmlType::Q6_K => q!(Q6K, ActKind::Q8K, tile_q6_k),
+        _ => return None,
+    })
+}
+
+const FRM: usize = 3;
+const FRN: usize = 4;
+const QRM: usize = 2;
+const QRN: usize = 4;
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    let s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+    _mm_cvtss_f32(s1)
+}
+
+#[inline(always)]
+unsafe fn rd_f16(p: *const u8) -> f32 {
+    crate::quant::half::f16_to_f32(u16::from_le(std::ptr::read_unaligned(p as *const u16)))
+}
+
+#[inline(always)]
+unsafe fn rd_f32(p: *const u8) -> f32 {
+    f32::from_le_bytes(std::ptr::read_unaligned(p as *const [u8; 4]))
+}
+
+/// 16 nibble bytes -> 32 bytes: low nibbles then high nibbles (ggml's value order of a block).
+#[inline(always)]
+unsafe fn nibbles32(p: *const u8) -> __m256i {
+    let q = _mm_loadu_si128(p as *const _);
+    let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// The 32 bits of `qh` as 32 bytes, 0x10 where the bit is set.
+#[inline(always)]
+unsafe fn bits32(qh: u32) -> __m256i {
+    let shuf = _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
+    let v = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
+    let bitmask = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(v, bitmask), bitmask);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// Activation record layouts.
+/// Legacy (96 bytes per block): `[q: 32][corr: i32 x8][d: f32][xe: f32 (s/8)][pad]`.
+/// K (320 bytes per super-block): `[q: 256][bsums: i16 x16][d: f32][pad]`.
+const LEG_RB: usize = 96;
+const K_RB: usize = 320;
+
+fn pack_legacy(a: &NatAct, dst: &mut [u8], offset: i32, extra: bool) {
+    for b in 0..a.n / 32 {
+        let rec = &mut dst[b * LEG_RB..(b + 1) * LEG_RB];
+        for j in 0..32 {
+            rec[j] = a.q[32 * b + j] as u8;
+        }
+        for l in 0..8 {
+            let s: i32 = a.q[32 * b + 4 * l..32 * b + 4 * l + 4].iter().map(|&v| v as i32).sum();
+            rec[32 + 4 * l..36 + 4 * l].copy_from_slice(&(-offset * s).to_le_bytes());
+        }
+        rec[64..68].copy_from_slice(&a.d[b].to_le_bytes());
+        let xe = if extra { a.s[b] * 0.125 } else { 0.0 };
+        rec[68..72].copy_from_slice(&xe.to_le_bytes());
+    }
+}
+
+fn pack_k(a: &NatAct, dst: &mut [u8]) {
+    for b in 0..a.n / 256 {
+        let rec = &mut dst[b * K_RB..(b + 1) * K_RB];
+        for j in 0..256 {
+            rec[j] = a.q[256 * b + j] as u8;
+        }
+        for j in 0..16 {
+            rec[256 + 2 * j..258 + 2 * j].copy_from_slice(&(a.sums[16 * b + j] as i16).to_le_bytes());
+        }
+        rec[288..292].copy_from_slice(&a.d[b].to_le_bytes());
+    }
+}
+
+trait Dec2 {
+    const GE: usize;
+    const GB: usize;
+    const RB: usize;
+    type W: Copy;
+    unsafe fn decode(p: *const u8) -> Self::W;
+    /// Adds this (weight group, activation record) pair's contribution to `acc`.
+    unsafe fn pair(w: &Self::W, rec: *const u8, acc: __m256) -> __m256;
+    fn pack(a: &NatAct, dst: &mut [u8]);
+}
+
+#[derive(Clone, Copy)]
+struct LegW {
+    q: __m256i,
+    d: f32,
+    m: f32,
+}
+
+#[inline(always)]
+unsafe fn leg_pair(q: __m256i, x: __m256i, start: __m256i, d: f32, rec: *const u8, acc: __m256) -> __m256 {
+    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1));
+    let is = _mm256_add_epi32(p, start);
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(d * rd_f32(rec.add(64))), acc)
+}
+
+struct Q4_0;
+struct Q4_1;
+struct Q5_0;
+struct Q5_1;
+struct Q8_0;
+struct Q4K;
+struct Q5K;
+struct Q6K;
+
+impl Dec2 for Q4_0 {
+    const GE: usize = 32;
+    const GB: usize = 18;
+    const RB: usize = LEG_RB;
+    type W = LegW;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> LegW {
+        LegW { q: nibbles32(p.add(2)), d: rd_f16(p), m: 0.0 }
+    }
+    #[inline(always)]
+    unsafe fn pair(w: &LegW, rec: *const u8, acc: __m256) -> __m256 {
+        let x = _mm256_load_si256(rec as *const _);
+        leg_pair(w.q, x, _mm256_load_si256(rec.add(32) as *const _), w.d, rec, acc)
+    }
+    fn pack(a: &NatAct, dst: &mut [u8]) {
+        pack_legacy(a, dst, 8, false)
+    }
+}
+
+impl Dec2 for Q5_0 {
+    const GE: usize = 32;
+    const GB: usize = 22;
+    const RB: usize = LEG_RB;
+    type W = LegW;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> LegW {
+        let qh = u32::from_le_bytes(std::ptr::read_unaligned(p.add(2) as *const [u8; 4]));
+        LegW { q: _mm256_or_si256(nibbles32(p.add(6)), bits32(qh)), d: rd_f16(p), m: 0.0 }
+    }
+    #[inline(always)]
+    unsafe fn pair(w: &LegW, rec: *const u8, acc: __m256) -> __m256 {
+        let x = _mm256_load_si256(rec as *const _);
+        leg_pair(w.q, x, _mm256_load_si256(rec.add(32) as *const _), w.d, rec, acc)
+    }
+    fn pack(a: &NatAct, dst: &mut [u8]) {
+        pack_legacy(a, dst, 16, false)
+    }
+}
+
+impl Dec2 for Q4_1 {
+    const GE: usize = 32;
+    const GB: usize = 20;
+    const RB: usize = LEG_RB;
+    type W = LegW;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> LegW {
+        LegW { q: nibbles32(p.add(4)), d: rd_f16(p), m: rd_f16(p.add(2)) }
+    }
+    #[inline(always)]
+    unsafe fn pair(w: &LegW, rec: *const u8, acc: __m256) -> __m256 {
+        let x = _mm256_load_si256(rec as *const _);
+        let acc = leg_pair(w.q, x, _mm256_setzero_si256(), w.d, rec, acc);
+        _mm256_fmadd_ps(_mm256_set1_ps(w.m), _mm256_set1_ps(rd_f32(rec.add(68))), acc)
+    }
+    fn pack(a: &NatAct, dst: &mut [u8]) {
+        pack_legacy(a, dst, 0, true)
+    }
+}
+
+impl Dec2 for Q5_1 {
+    const GE: usize = 32;
+    const GB: usize = 24;
+    const RB: usize = LEG_RB;
+    type W = LegW;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> LegW {
+        let qh = u32::from_le_bytes(std::ptr::read_unaligned(p.add(4) as *const [u8; 4]));
+        LegW { q: _mm256_or_si256(nibbles32(p.add(8)), bits32(qh)), d: rd_f16(p), m: rd_f16(p.add(2)) }
+    }
+    #[inline(always)]
+    unsafe fn pair(w: &LegW, rec: *const u8, acc: __m256) -> __m256 {
+        let x = _mm256_load_si256(rec as *const _);
+        let acc = leg_pair(w.q, x, _mm256_setzero_si256(), w.d, rec, acc);
+        _mm256_fmadd_ps(_mm256_set1_ps(w.m), _mm256_set1_ps(rd_f32(rec.add(68))), acc)
+    }
+    fn pack(a: &NatAct, dst: &mut [u8]) {
+        pack_legacy(a, dst, 0, true)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Q8W {
+    q: __m256i,
+    aq: __m256i,
+    d: f32,
+}
+
+impl Dec2 for Q8_0 {
+    const GE: usize = 32;
+    const GB: usize = 34;
+    const RB: usize = LEG_RB;
+    type W = Q8W;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> Q8W {
+        let q = _mm256_loadu_si256(p.add(2) as *const _);
+        Q8W { q, aq: _mm256_sign_epi8(q, q), d: rd_f16(p) }
+    }
+    #[inline(always)]
+    unsafe fn pair(w: &Q8W, rec: *const u8, acc: __m256) -> __m256 {
+        let x = _mm256_sign_epi8(_mm256_load_si256(rec as *const _), w.q);
+        leg_pair(w.aq, x, _mm256_setzero_si256(), w.d, rec, acc)
+    }
+    fn pack(a: &NatAct, dst: &mut [u8]) {
+        pack_legacy(a, dst, 0, false)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct KW {
+    q: [__m256i; 8],
+    sc: [__m256i; 8],
+    /// Q4_K/Q5_K: mins as 16 i16 (m[j/2]); Q6_K: the 16 scales as i16.
+    m16: __m256i,
+    d: f32,
+    dmin: f32,
+}
+
+#[inline(always)]
+unsafe fn k4_common(p: *const u8, q: [__m256i; 8]) -> KW {
+    let sc = std::slice::from_raw_parts(p.add(4), 12);
+    let (s, m) = super::generic::k4_scales_mins(sc);
+    let mv = _mm_set1_epi64x(i64::from_le_bytes(m));
+    let m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv));
+    KW { q, sc: std::array::from_fn(|v| _mm256_set1_epi16(s[v] as i16)), m16, d: rd_f16(p), dmin: rd_f16(p.add(2)) }
+}
+
+#[inline(always)]
+unsafe fn k4_pair(w: &KW, rec: *const u8, acc: __m256) -> __m256 {
+    let mut is = _mm256_setzero_si256();
+    for v in 0..8 {
+        let x = _mm256_load_si256(rec.add(32 * v) as *const _);
+        is = _mm256_add_epi32(is, _mm256_madd_epi16(_mm256_maddubs_epi16(w.q[v], x), w.sc[v]));
+    }
+    let bs = _mm256_load_si256(rec.add(256) as *const _);
+    let mi = _mm256_madd_epi16(w.m16, bs);
+    let dx = rd_f32(rec.add(288));
+    let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(w.d * dx), acc);
+    _mm256_fmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_set1_ps(-w.dmin * dx), acc)
+}
+
+impl Dec2 for Q4K {
+    const GE: usize = 256;
+    const GB: usize = 144;
+    const RB: usize = K_RB;
+    type W = KW;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> KW {
+        let m = _mm256_set1_epi8(0x0F);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let raw = _mm256_loadu_si256(p.add(16 + 32 * c) as *const _);
+            q[2 * c] = _mm256_and_si256(raw, m);
+            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m);
+        }
+        k4_common(p, q)
+    }
+    #[inline(always)]
+    unsafe fn pair(w: &KW, rec: *const u8, acc: __m256) -> __m256 {
+        k4_pair(w, rec, acc)
+    }
+    fn pack(a: &NatAct, dst: &mut [u8]) {
+        pack_k(a, dst)
+    }
+}
+
+impl Dec2 for Q5K {
+    const GE: usize = 256;
+    const GB: usize = 176;
+    const RB: usize = K_RB;
+    type W = KW;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> KW {
+        let m = _mm256_set1_epi8(0x0F);
+        let one = _mm256_set1_epi8(1);
+        let qh = _mm256_loadu_si256(p.add(16) as *const _);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for c in 0..4 {
+            let raw = _mm256_loadu_si256(p.add(48 + 32 * c) as *const _);
+            let h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128((2 * c) as i32)), one), 4);
+            let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128((2 * c + 1) as i32)), one), 4);
+            q[2 * c] = _mm256_or_si256(_mm256_and_si256(raw, m), h0);
+            q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m), h1);
+        }
+        k4_common(p, q)
+    }
+    #[inline(always)]
+    unsafe fn pair(w: &KW, rec: *const u8, acc: __m256) -> __m256 {
+        k4_pair(w, rec, acc)
+    }
+    fn pack(a: &NatAct, dst: &mut [u8]) {
+        pack_k(a, dst)
+    }
+}
+
+impl Dec2 for Q6K {
+    const GE: usize = 256;
+    const GB: usize = 210;
+    const RB: usize = K_RB;
+    type W = KW;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> KW {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x03);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for h in 0..2 {
+            let ql0 = _mm256_loadu_si256(p.add(64 * h) as *const _);
+            let ql1 = _mm256_loadu_si256(p.add(64 * h + 32) as *const _);
+            let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const _);
+            let hb = |s: i32| _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), m2), 4);
+            q[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(0));
+            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), hb(2));
+            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), hb(4));
+            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hb(6));
+        }
+        let scales = _mm_loadu_si128(p.add(192) as *const _);
+        let sc = std::array::from_fn(|k| {
+            let lo = (2 * k) as i8;
+            let hi = (2 * k + 1) as i8;
+            let shuf = _mm_setr_epi8(lo, lo, lo, lo, lo, lo, lo, lo, hi, hi, hi, hi, hi, hi, hi, hi);
+            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf))
+        });
+        KW { q, sc, m16: _mm256_cvtepi8_epi16(scales), d: rd_f16(p.add(208)), dmin: 0.0 }
+    }
+    #[inline(always)]
+    unsafe fn pair(w: &KW, rec: *const u8, acc: __m256) -> __m256 {
+        let mut is = _mm256_setzero_si256();
+        for v in 0..8 {
+            let x = _mm256_load_si256(rec.add(32 * v) as *const _);
+            is = _mm256_add_epi32(is, _mm256_madd_epi16(_mm256_maddubs_epi16(w.q[v], x), w.sc[v]));
+        }
+        let bs = _mm256_load_si256(rec.add(256) as *const _);
+        let corr = _mm256_slli_epi32(_mm256_madd_epi16(w.m16, bs), 5);
+        let is = _mm256_sub_epi32(is, corr);
+        let dx = rd_f32(rec.add(288));
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(w.d * dx), acc)
+    }
+    fn pack(a: &NatAct, dst: &mut [u8]) {
+        pack_k(a, dst)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q<D: Dec2, const RM: usize, const RN: usize>(a: &TileArgs) {
+    let n_groups = a.n_cols / D::GE;
+    let mut acc = [[_mm256_setzero_ps(); RN]; RM];
+    for g in 0..n_groups {
+        let w: [D::W; RM] = std::array::from_fn(|r| D::decode(a.w.add(r * a.row_bytes + g * D::GB)));
+        for t in 0..RN {
+            let rec = a.act.add(t * a.act_stride + g * D::RB);
+            for r in 0..RM {
+                acc[r][t] = D::pair(&w[r], rec, acc[r][t]);
+            }
+        }
+    }
+    for t in 0..RN {
+        for r in 0..RM {
+            *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
+        }
+    }
+}
+
+tile_dispatch!(tile_q4_0, tile_q::<Q4_0>, 2, 4);
+tile_dispatch!(tile_q4_1, tile_q::<Q4_1>, 2, 4);
+tile_dispatch!(tile_q5_0, tile_q::<Q5_0>, 2, 4);
+tile_dispatch!(tile_q5_1, tile_q::<Q5_1>, 2, 4);
+tile_dispatch!(tile_q8_0, tile_q::<Q8_0>, 2, 4);
+tile_dispatch!(tile_q4_k, tile_q::<Q4K>, 2, 4);
+tile_dispatch!(tile_q5_k, tile_q::<Q5K>, 2, 4);
+tile_dispatch!(tile_q6_k, tile_q::<Q6K>, 2, 4);
+
+trait FW {
+    unsafe fn load(p: *const u8, i: usize) -> __m256;
+    fn scalar(p: *const u8, i: usize) -> f32;
+}
+struct WF32;
+struct WF16;
+struct WBF16;
+impl FW for WF32 {
+    #[inline(always)]
+    unsafe fn load(p: *const u8, i: usize) -> __m256 {
+        _mm256_loadu_ps((p as *const f32).add(i))
+    }
+    #[inline(always)]
+    fn scalar(p: *const u8, i: usize) -> f32 {
+        unsafe { std::ptr::read_unaligned((p as *const f32).add(i)) }
+    }
+}
+impl FW for WF16 {
+    #[inline(always)]
+    unsafe fn load(p: *const u8, i: usize) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i) as *const _))
+    }
+    #[inline(always)]
+    fn scalar(p: *const u8, i: usize) -> f32 {
+        unsafe { rd_f16(p.add(2 * i)) }
+    }
+}
+impl FW for WBF16 {
+    #[inline(always)]
+    unsafe fn load(p: *const u8, i: usize) -> __m256 {
+        _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.add(2 * i) as *const _)), 16))
+    }
+    #[inline(always)]
+    fn scalar(p: *const u8, i: usize) -> f32 {
+        let h = unsafe { std::ptr::read_unaligned(p.add(2 * i) as *const u16) };
+        f32::from_bits((u16::from_le(h) as u32) << 16)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
+    let n = a.n_cols;
+    let mut acc = [[_mm256_setzero_ps(); RN]; RM];
+    let rows: [*const u8; RM] = std::array::from_fn(|r| a.w.add(r * a.row_bytes));
+    let xs: [*const f32; RN] = std::array::from_fn(|t| a.act.add(t * a.act_stride) as *const f32);
+    let mut i = 0;
+    while i + 8 <= n {
+        let wv: [__m256; RM] = std::array::from_fn(|r| W::load(rows[r], i));
+        for t in 0..RN {
+            let xv = _mm256_loadu_ps(xs[t].add(i));
+            for r in 0..RM {
+                acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+            }
+        }
+        i += 8;
+    }
+    for t in 0..RN {
+        for r in 0..RM {
+            let mut s = hsum(acc[r][t]);
+            for j in i..n {
+                s += W::scalar(rows[r], j) * *xs[t].add(j);
+            }
+            *a.out.add(t * a.out_stride + r) = s;
+        }
+    }
+}
+
+tile_dispatch!(tile_f32, tile_fl::<WF32>, 3, 4);
+tile_dispatch!(tile_f16, tile_fl::<WF16>, 3, 4);
+tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 3, 4);

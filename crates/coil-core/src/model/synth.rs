@@ -1,0 +1,222 @@
+//! Random-weight models of a given shape, as GGUF files in llama.cpp's layout: for benchmarks
+//! (mamba-130m / mamba2-130m shapes) and tests (odd shapes, quantized matrices). Seeded, so the
+//! same spec gives the same bytes on every target. The weights are scaled so activations stay in
+//! a realistic range (no NaN, no overflow), but the models produce noise.
+
+use super::hparams::Arch;
+use crate::error::{CoilError, ErrorCode, Result};
+use crate::gguf::{GgmlType, GgufValue, GgufWriter};
+use crate::util::SplitMix64;
+
+/// The shape and storage of a synthetic model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthSpec {
+    pub arch: Arch,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub d_inner: usize,
+    pub d_state: usize,
+    pub d_conv: usize,
+    /// Mamba-1 only.
+    pub dt_rank: usize,
+    /// Mamba-2 only.
+    pub head_dim: usize,
+    /// Mamba-2 only.
+    pub n_group: usize,
+    /// Type of the matrices (embedding and projections).
+    pub matrix_type: GgmlType,
+    /// No `output.weight` (the embedding is reused).
+    pub tied: bool,
+    /// Falcon-Mamba's dt/B/C norms.
+    pub dt_b_c_rms: bool,
+    pub eps: f32,
+    pub seed: u64,
+}
+
+impl SynthSpec {
+    /// state-spaces/mamba-130m: d_model 768, 24 layers, d_state 16, dt_rank 48, vocab 50280.
+    pub fn mamba_130m() -> SynthSpec {
+        SynthSpec {
+            arch: Arch::Mamba,
+            n_vocab: 50280,
+            n_embd: 768,
+            n_layer: 24,
+            d_inner: 1536,
+            d_state: 16,
+            d_conv: 4,
+            dt_rank: 48,
+            head_dim: 0,
+            n_group: 1,
+            matrix_type: GgmlType::F16,
+            tied: true,
+            dt_b_c_rms: false,
+            eps: 1e-5,
+            seed: 130,
+        }
+    }
+
+    /// state-spaces/mamba2-130m: d_model 768, 24 layers, d_state 128, head_dim 64 (24 heads),
+    /// 1 group, vocab 50288.
+    pub fn mamba2_130m() -> SynthSpec {
+        SynthSpec {
+            arch: Arch::Mamba2,
+            n_vocab: 50288,
+            n_embd: 768,
+            n_layer: 24,
+            d_inner: 1536,
+            d_state: 128,
+            d_conv: 4,
+            dt_rank: 0,
+            head_dim: 64,
+            n_group: 1,
+            matrix_type: GgmlType::F16,
+            tied: true,
+            dt_b_c_rms: false,
+            eps: 1e-5,
+            seed: 230,
+        }
+    }
+
+    /// A small model for tests.
+    pub fn tiny(arch: Arch) -> SynthSpec {
+        let mut s = match arch {
+            Arch::Mamba => SynthSpec::mamba_130m(),
+            Arch::Mamba2 => SynthSpec::mamba2_130m(),
+        };
+        s.n_vocab = 96;
+        s.n_embd = 32;
+        s.n_layer = 2;
+        s.d_inner = 64;
+        s.d_state = if arch == Arch::Mamba { 8 } else { 16 };
+        s.dt_rank = 4;
+        s.head_dim = 16;
+        s.n_group = if arch == Arch::Mamba2 { 2 } else { 1 };
+        s.matrix_type = GgmlType::F32;
+        s.tied = false;
+        s.seed = 7;
+        s
+    }
+}
+
+struct Gen(SplitMix64);
+
+impl Gen {
+    /// Uniform in [-a, a).
+    fn sym(&mut self, n: usize, a: f32) -> Vec<f32> {
+        (0..n).map(|_| (self.0.next_f32() * 2.0 - 1.0) * a).collect()
+    }
+    fn range(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| lo + (hi - lo) * self.0.next_f32()).collect()
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// `rows` × `cols` values as `ty` bytes.
+fn encode(ty: GgmlType, v: &[f32], cols: usize) -> Result<Vec<u8>> {
+    let rb = crate::quant::row_bytes(ty, cols)
+        .ok_or_else(|| CoilError::new(ErrorCode::InvalidArgument, format!("{cols} columns are not whole {ty} blocks")))?;
+    let rows = v.len() / cols;
+    let mut out = vec![0u8; rb * rows];
+    for r in 0..rows {
+        crate::quant::quantize_row(ty, &v[r * cols..(r + 1) * cols], &mut out[r * rb..(r + 1) * rb])?;
+    }
+    Ok(out)
+}
+
+/// Builds the GGUF bytes of a random model of shape `s`.
+pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
+    let mut g = Gen(SplitMix64::new(s.seed));
+    let a = s.arch.name();
+    let (d, e, n, k) = (s.n_embd, s.d_inner, s.d_state, s.d_conv);
+    let mut w = GgufWriter::new();
+    let u32v = |x: usize| GgufValue::U32(x as u32);
+    w.add_metadata("general.architecture", GgufValue::String(a.into()));
+    w.add_metadata("general.name", GgufValue::String(format!("synthetic {a}")));
+    w.add_metadata(format!("{a}.context_length"), u32v(1 << 20));
+    w.add_metadata(format!("{a}.embedding_length"), u32v(d));
+    w.add_metadata(format!("{a}.feed_forward_length"), u32v(0));
+    w.add_metadata(format!("{a}.attention.head_count"), u32v(0));
+    w.add_metadata(format!("{a}.block_count"), u32v(s.n_layer));
+    w.add_metadata(format!("{a}.ssm.conv_kernel"), u32v(k));
+    w.add_metadata(format!("{a}.ssm.inner_size"), u32v(e));
+    w.add_metadata(format!("{a}.ssm.state_size"), u32v(n));
+    let (h, gr) = match s.arch {
+        Arch::Mamba => {
+            w.add_metadata(format!("{a}.ssm.time_step_rank"), u32v(s.dt_rank));
+            w.add_metadata(format!("{a}.ssm.dt_b_c_rms"), GgufValue::Bool(s.dt_b_c_rms));
+            (e, 1)
+        }
+        Arch::Mamba2 => {
+            if s.head_dim == 0 || e % s.head_dim != 0 || (e / s.head_dim) % s.n_group.max(1) != 0 {
+                return Err(CoilError::new(ErrorCode::InvalidArgument, "synth: d_inner / head_dim / n_group do not divide"));
+            }
+            w.add_metadata(format!("{a}.ssm.time_step_rank"), u32v(e / s.head_dim));
+            w.add_metadata(format!("{a}.ssm.group_count"), u32v(s.n_group));
+            (e / s.head_dim, s.n_group)
+        }
+    };
+    w.add_metadata(format!("{a}.attention.layer_norm_rms_epsilon"), GgufValue::F32(s.eps));
+    let mt = s.matrix_type;
+    let mut mat = |w: &mut GgufWriter, name: String, rows: usize, cols: usize, scale: f32| -> Result<()> {
+        let v = g.sym(rows * cols, scale);
+        w.add_tensor(name, vec![cols as u64, rows as u64], mt.id(), encode(mt, &v, cols)?)?;
+        Ok(())
+    };
+    mat(&mut w, "token_embd.weight".into(), s.n_vocab, d, 1.0)?;
+    let mut g2 = Gen(SplitMix64::new(s.seed ^ 0x5eed));
+    let f32t = |w: &mut GgufWriter, name: String, dims: Vec<u64>, v: Vec<f32>| -> Result<()> {
+        w.add_tensor(name, dims, GgmlType::F32.id(), f32_bytes(&v))?;
+        Ok(())
+    };
+    f32t(&mut w, "output_norm.weight".into(), vec![d as u64], g2.range(d, 0.8, 1.2))?;
+    if !s.tied {
+        mat(&mut w, "output.weight".into(), s.n_vocab, d, 0.5)?;
+    }
+    let inv = |x: usize| 1.0 / (x as f32).sqrt();
+    for i in 0..s.n_layer {
+        let b = |x: &str| format!("blk.{i}.{x}");
+        f32t(&mut w, b("attn_norm.weight"), vec![d as u64], g2.range(d, 0.8, 1.2))?;
+        // dt_bias = softplus⁻¹(dt) for dt log-uniform in [1e-3, 1e-1], as mamba_ssm initialises it.
+        let dt_bias = |g: &mut Gen, m: usize| -> Vec<f32> {
+            g.range(m, (1e-3f32).ln(), (1e-1f32).ln()).iter().map(|l| {
+                let dt = l.exp();
+                dt + (-(-dt).exp_m1()).ln()
+            }).collect()
+        };
+        match s.arch {
+            Arch::Mamba => {
+                let r = s.dt_rank;
+                mat(&mut w, b("ssm_in.weight"), 2 * e, d, inv(d))?;
+                f32t(&mut w, b("ssm_conv1d.weight"), vec![k as u64, e as u64], g2.sym(k * e, 0.5))?;
+                f32t(&mut w, b("ssm_conv1d.bias"), vec![e as u64], g2.sym(e, 0.1))?;
+                mat(&mut w, b("ssm_x.weight"), r + 2 * n, e, inv(e))?;
+                mat(&mut w, b("ssm_dt.weight"), e, r, inv(r))?;
+                let v = dt_bias(&mut g2, e);
+                f32t(&mut w, b("ssm_dt.bias"), vec![e as u64], v)?;
+                // A = −(n+1) per channel (S4D-real), as GGUF stores it: {N, E}.
+                let av: Vec<f32> = (0..e * n).map(|j| -((j % n) as f32 + 1.0)).collect();
+                f32t(&mut w, b("ssm_a"), vec![n as u64, e as u64], av)?;
+                f32t(&mut w, b("ssm_d"), vec![e as u64], g2.range(e, 0.5, 1.5))?;
+                mat(&mut w, b("ssm_out.weight"), d, e, inv(e))?;
+            }
+            Arch::Mamba2 => {
+                let cd = e + 2 * gr * n;
+                mat(&mut w, b("ssm_in.weight"), 2 * e + 2 * gr * n + h, d, inv(d))?;
+                f32t(&mut w, b("ssm_conv1d.weight"), vec![k as u64, cd as u64], g2.sym(k * cd, 0.5))?;
+                f32t(&mut w, b("ssm_conv1d.bias"), vec![cd as u64], g2.sym(cd, 0.1))?;
+                let v = dt_bias(&mut g2, h);
+                f32t(&mut w, b("ssm_dt.bias"), vec![h as u64], v)?;
+                let av: Vec<f32> = g2.range(h, 0.0, 16f32.ln()).iter().map(|x| -x.exp()).collect();
+                f32t(&mut w, b("ssm_a"), vec![1, h as u64], av)?;
+                f32t(&mut w, b("ssm_d"), vec![1, h as u64], g2.range(h, 0.5, 1.5))?;
+                f32t(&mut w, b("ssm_norm.weight"), vec![(e / gr) as u64, gr as u64], g2.range(e, 0.8, 1.2))?;
+                mat(&mut w, b("ssm_out.weight"), d, e, inv(e))?;
+            }
+        }
+    }
+    w.to_bytes()
+}
