@@ -24,7 +24,16 @@ export declare class NativeContext {
   clear(seq: number): void
   stateBytesPerSequence(): number
   nVocab(): number
+  /** A generator for sequence `seq`; `params` is the core's GenerateParams JSON. */
+  createGenerator(seq: number, params: string): NativeGenerator
   dispose(): void
+}
+
+export declare class NativeGenerator {
+  /** Feeds `feed` and samples the next token off the JS thread: JSON `{"token","text","stop"}`. */
+  step(feed: Uint32Array): Promise<string>
+  /** Feeds the last sampled token and returns the text still held back. */
+  end(): Promise<string>
 }
 
 export declare class NativeModel {

@@ -26,6 +26,12 @@ Usage:
       Convert a Hugging Face checkpoint (Mamba, Falcon-Mamba, Mamba-2, Mamba-Codestral, Jamba) to GGUF.
   coil quantize IN.gguf OUT.gguf TYPE [--threads N] [--json]
       Quantize as llama-quantize does (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, ...).
+  coil generate [-m FILE.gguf] (-p TEXT | --tokens 1,2,3) [-n N] [--temp T] [--top-k K] [--top-p P]
+                [--min-p P] [--seed S] [--stop STR]... [--backend ...] [--threads N] [--json]
+      Stream a completion (Ctrl-C stops cleanly); --json prints
+      {"prompt_tokens","tokens","text","stop_reason"}.
+  coil chat [-m FILE.gguf] [--system TEXT] [generation options]
+      Chat interactively; the conversation's state is reused between turns.
   coil backend [--backend native|wasm] [--json]
       Show which engine runs and what SIMD it uses.
   coil --help | --version
@@ -268,6 +274,99 @@ async function cmdQuantize(args: string[]): Promise<void> {
   }
 }
 
+function floatOpt(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, not "${v}"`);
+  return n;
+}
+
+const GEN_OPTIONS = {
+  model: { type: "string", short: "m" },
+  n: { type: "string", short: "n" },
+  temp: { type: "string" },
+  "top-k": { type: "string" },
+  "top-p": { type: "string" },
+  "min-p": { type: "string" },
+  seed: { type: "string" },
+  stop: { type: "string", multiple: true },
+  backend: { type: "string" },
+  threads: { type: "string" },
+} as const;
+
+function genOptions(values: Record<string, string | string[] | boolean | undefined>) {
+  const v = values as Record<string, string | undefined>;
+  return {
+    maxTokens: intOpt("n", v.n, 1) ?? 256,
+    temperature: floatOpt("temp", v.temp),
+    topK: intOpt("top-k", v["top-k"], 0),
+    topP: floatOpt("top-p", v["top-p"]),
+    minP: floatOpt("min-p", v["min-p"]),
+    seed: intOpt("seed", v.seed, 0),
+    stop: values.stop as string[] | undefined,
+  };
+}
+
+async function cmdGenerate(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { ...GEN_OPTIONS, prompt: { type: "string", short: "p" }, tokens: { type: "string" }, json: { type: "boolean", default: false } },
+  });
+  if ((values.prompt === undefined) === (values.tokens === undefined)) throw new UsageError("generate needs exactly one of -p TEXT or --tokens 1,2,3");
+  const opts = genOptions(values);
+  await using model = await loadModel(values.model ?? DEFAULT_MODEL, { backend: backendOpt(values.backend) });
+  await using ctx = model.createContext({ threads: intOpt("threads", values.threads, 1) });
+  const prompt =
+    values.tokens !== undefined
+      ? values.tokens.split(",").map((t) => {
+          if (!/^\s*\d+\s*$/.test(t)) throw new UsageError(`--tokens: "${t}" is not a token id`);
+          return Number(t);
+        })
+      : values.prompt!;
+  const promptTokens = typeof prompt === "string" ? model.tokenize(prompt, { special: true }) : prompt;
+  const c = abortOnSigint();
+  const gen = ctx.sequence(0).generate(promptTokens, { ...opts, signal: c.signal });
+  if (!values.json && typeof prompt === "string") process.stdout.write(prompt);
+  for await (const chunk of gen) if (!values.json) process.stdout.write(chunk.text);
+  const r = await gen.result;
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ prompt_tokens: promptTokens, tokens: r.tokens, text: r.text, stop_reason: r.stopReason }) + "\n");
+  } else process.stdout.write("\n");
+}
+
+async function cmdChat(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { ...GEN_OPTIONS, system: { type: "string" } } });
+  const { createInterface } = await import("node:readline/promises");
+  const { ChatSession } = await import("./core/chat.js");
+  const opts = genOptions(values);
+  await using model = await loadModel(values.model ?? DEFAULT_MODEL, { backend: backendOpt(values.backend) });
+  await using ctx = model.createContext({ threads: intOpt("threads", values.threads, 1) });
+  const chat = new ChatSession(ctx.sequence(0), { system: values.system });
+  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY === true });
+  let turn: AbortController | undefined;
+  process.on("SIGINT", () => (turn ? turn.abort() : rl.close()));
+  try {
+    for (;;) {
+      let line: string;
+      try {
+        line = await rl.question("> ");
+      } catch {
+        break; // input closed
+      }
+      if (line.trim() === "/exit") break;
+      if (!line.trim()) continue;
+      turn = new AbortController();
+      const gen = chat.send(line, { ...opts, signal: turn.signal });
+      for await (const chunk of gen) process.stdout.write(chunk.text);
+      const r = await gen.result;
+      turn = undefined;
+      process.stdout.write(`\n[${r.generatedTokens} tokens, ${r.stopReason}; reused ${chat.lastReusedTokens} of ${chat.lastPromptTokens} prompt tokens]\n`);
+    }
+  } finally {
+    rl.close();
+  }
+}
+
 async function cmdBackend(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { json: { type: "boolean", default: false }, backend: { type: "string" } } });
   const info = await backendInfo({ backend: backendOpt(values.backend) });
@@ -310,6 +409,12 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       case "quantize":
         await cmdQuantize(rest);
+        return 0;
+      case "generate":
+        await cmdGenerate(rest);
+        return 0;
+      case "chat":
+        await cmdChat(rest);
         return 0;
       case "eval":
         await cmdEval(rest);

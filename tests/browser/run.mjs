@@ -13,6 +13,7 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 const { server, port } = await startServer(0);
 let browser;
+const consoleErrorsSeen = [];
 let passed = 0;
 let failed = 0;
 const pass = (name) => (passed++, console.log(`  ✓ ${name}`));
@@ -32,7 +33,7 @@ try {
     ],
   });
   const page = await browser.newPage();
-  const consoleErrors = [];
+  const consoleErrors = consoleErrorsSeen;
   page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
   await page.goto(`http://127.0.0.1:${port}/tests/browser/index.html`);
@@ -70,7 +71,7 @@ try {
   if (consoleErrors.length) fail("no console errors", consoleErrors.join(" | "));
   else pass("no console errors");
 } catch (e) {
-  fail("browser run", e?.stack ?? String(e));
+  fail("browser run", (e?.stack ?? String(e)) + (consoleErrorsSeen.length ? `\n    console: ${consoleErrorsSeen.join(" | ")}` : ""));
 } finally {
   await browser?.close();
   server.close();

@@ -1,6 +1,7 @@
 // A minimal static server for the browser tests and the example pages, on 127.0.0.1 only. It serves
 // the repository root and maps the bare import "comlink" to its ESM file (module workers get no
-// import maps), which is all a bundler would otherwise do for coil's web entry.
+// import maps) and @huggingface/jinja likewise, which is all a bundler would otherwise do for coil's
+// web entry.
 import { createServer } from "node:http";
 import { readFile, stat } from "node:fs/promises";
 import { extname, join, normalize } from "node:path";
@@ -16,7 +17,10 @@ const TYPES = {
   ".gguf": "application/octet-stream",
   ".map": "application/json",
 };
-const BARE = { comlink: "/node_modules/comlink/dist/esm/comlink.mjs" };
+const BARE = {
+  comlink: "/node_modules/comlink/dist/esm/comlink.mjs",
+  "@huggingface/jinja": "/node_modules/@huggingface/jinja/dist/index.js",
+};
 
 export function startServer(port = 0) {
   const server = createServer(async (req, res) => {

@@ -4,7 +4,9 @@
 
 import type { EngineContext } from "./engine.js";
 import { CoilError, fromEngineError, InvalidArgumentError, throwIfAborted } from "./errors.js";
-import type { EvaluateOptions } from "./types.js";
+import type { EvaluateOptions, GenerateOptions } from "./types.js";
+import { Generation, generateParams } from "./generate.js";
+import type { Model } from "./model.js";
 
 /** Tokens per engine call: long prompts are cut here so an AbortSignal is honoured between pieces. */
 const EVAL_CHUNK = 512;
@@ -37,8 +39,12 @@ export class Context {
   /** Floats per logits row. */
   readonly nVocab: number;
 
+  /** The model this context runs. */
+  readonly model: Model;
+
   /** @internal Use `model.createContext()`. */
-  constructor(ec: EngineContext, nSeq: number) {
+  constructor(model: Model, ec: EngineContext, nSeq: number) {
+    this.model = model;
     this.#ec = ec;
     this.nVocab = ec.nVocab();
     for (let i = 0; i < nSeq; i++) this.#sequences.push(new Sequence(this, i));
@@ -160,14 +166,15 @@ export class Context {
 export class Sequence {
   /** @internal */
   constructor(
-    private readonly ctx: Context,
+    /** The context this sequence belongs to. */
+    readonly context: Context,
     /** The sequence's index in its context. */
     readonly id: number,
   ) {}
 
   /** How many tokens the sequence's state has absorbed. */
   get position(): number {
-    return this.ctx.engine().position(this.id);
+    return this.context.engine().position(this.id);
   }
 
   /**
@@ -184,11 +191,11 @@ export class Sequence {
     }
     if (ids.length === 0) return Promise.reject(new InvalidArgumentError("evaluate needs at least one token"));
     const { signal } = options;
-    return this.ctx.enqueue(async () => {
+    return this.context.enqueue(async () => {
       throwIfAborted(signal);
-      const ec = this.ctx.engine();
+      const ec = this.context.engine();
       const n = ids.length;
-      const out = new Float32Array(want === "all" ? n * this.ctx.nVocab : want === "last" ? this.ctx.nVocab : 0);
+      const out = new Float32Array(want === "all" ? n * this.context.nVocab : want === "last" ? this.context.nVocab : 0);
       for (let start = 0; start < n; start += EVAL_CHUNK) {
         if (start > 0) throwIfAborted(signal);
         const end = Math.min(n, start + EVAL_CHUNK);
@@ -202,17 +209,36 @@ export class Sequence {
         } catch (e) {
           throw fromEngineError(e);
         }
-        if (want === "all") out.set(logits, start * this.ctx.nVocab);
+        if (want === "all") out.set(logits, start * this.context.nVocab);
         else if (want === "last" && end === n) out.set(logits);
       }
       return out;
     });
   }
 
+  /**
+   * Generates text after `prompt` (text, tokenized with BOS as the vocabulary asks and control
+   * tokens recognised, or token ids), continuing the sequence from its position. Iterate it for
+   * chunks `{text, tokens}`; `.result` (or the iterator's final value) gives the whole text, the
+   * tokens and the stop reason. Text never splits a UTF-8 character and never shows a stop string.
+   * When generation ends — by EOS, maxTokens, a stop string or an abort — every generated token
+   * has been fed to the sequence, so `position` = before + prompt + generated tokens.
+   */
+  generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Generation {
+    const tokens =
+      typeof prompt === "string"
+        ? this.context.model.tokenize(prompt, { special: options.special ?? true, addBos: this.position === 0 ? undefined : false })
+        : Array.from(toTokenArray(prompt));
+    if (tokens.length === 0) throw new InvalidArgumentError("generate needs a non-empty prompt");
+    const params = generateParams(options);
+    const gen = this.context.engine().createGenerator(this.id, params);
+    return new Generation(gen, tokens, options, (f) => this.context.enqueue(f));
+  }
+
   /** Forgets everything: position 0, fresh state. */
   clear(): void {
     try {
-      this.ctx.engine().clear(this.id);
+      this.context.engine().clear(this.id);
     } catch (e) {
       throw fromEngineError(e);
     }

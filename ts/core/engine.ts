@@ -44,6 +44,17 @@ export interface EngineModel {
   release(): void;
 }
 
+/** One generation in an engine: sampler, decoder and stop strings, stepping a sequence. */
+export interface EngineGenerator {
+  /** Feeds `feed` (the prompt, then the previous token), samples the next token: JSON
+   *  `{"token","text","stop"}` with stop null or "eos" | "maxTokens" | "stop". */
+  step(feed: Uint32Array): Promise<string>;
+  /** Ends the generation: feeds the last sampled token so the sequence holds everything
+   *  generated, and returns the text still held back (if any). */
+  finish(): Promise<string>;
+  release(): void;
+}
+
 /** A context inside an engine: recurrent-state slots for its sequences. */
 export interface EngineContext {
   /** Evaluates a batch; returns logits for the tokens whose `logits` flag is set, in batch order. */
@@ -52,6 +63,8 @@ export interface EngineContext {
   clear(seq: number): void;
   stateBytesPerSequence(): number;
   nVocab(): number;
+  /** A generator for sequence `seq` (params JSON: sampler, max_tokens, stop, ignore_eos). */
+  createGenerator(seq: number, params: string): EngineGenerator;
   release(): void;
 }
 

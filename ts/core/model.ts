@@ -6,6 +6,8 @@ import { CoilError, fromEngineError, InvalidArgumentError } from "./errors.js";
 import type {
   BackendName,
   ContextOptions,
+  GenerateOptions,
+  GenerationResult,
   GgufInfo,
   GgufMetadataValue,
   TokenAttributes,
@@ -111,7 +113,21 @@ export class Model {
     if (!Number.isInteger(threads) || threads < 0 || threads > 1024) {
       throw new InvalidArgumentError(`threads must be a non-negative integer, got ${String(threads)}`);
     }
-    return new Context(this.#call((em) => em.createContext(n, threads)), n);
+    return new Context(this, this.#call((em) => em.createContext(n, threads)), n);
+  }
+
+  /**
+   * Generates text after `prompt` in a fresh single-sequence context, and returns the result.
+   * Convenience for one-off completions; use contexts and `sequence.generate()` to stream or to
+   * keep state between calls.
+   */
+  async complete(prompt: string | ArrayLike<number>, options: GenerateOptions & ContextOptions = {}): Promise<GenerationResult> {
+    const ctx = this.createContext({ threads: options.threads });
+    try {
+      return await ctx.sequence(0).generate(prompt, options).complete();
+    } finally {
+      await ctx.dispose();
+    }
   }
 
   /** True once `dispose()` has run. */

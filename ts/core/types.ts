@@ -153,3 +153,49 @@ export interface TokenAttributes {
   control: boolean;
   eog: boolean;
 }
+
+export type StopReason = "eos" | "maxTokens" | "stop" | "abort";
+
+export interface GenerateOptions {
+  /** Most tokens to generate. Default 256. */
+  maxTokens?: number;
+  /** 0 = greedy. Default 0.8. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  typicalP?: number;
+  /** Seed of the sampler: the same seed gives the same tokens, on every target. Default: random. */
+  seed?: number;
+  /** Repetition penalties over the last `lastN` tokens (prompt included). */
+  penalties?: { lastN?: number; repeat?: number; frequency?: number; presence?: number };
+  /** Added to a token's logit before sampling; -Infinity bans it. */
+  logitBias?: Record<number, number>;
+  /** The order of the sampler chain, e.g. ["penalties", "top_k", "top_p", "min_p", "temperature"]. */
+  samplers?: string[];
+  /** Stop strings: generation ends when one appears; it is never emitted. */
+  stop?: string[];
+  /** Keep going past end-of-generation tokens. */
+  ignoreEos?: boolean;
+  /** Prompt text only: recognise control tokens written in it. Default true. */
+  special?: boolean;
+  /** Aborts between tokens; the result then has stopReason "abort". */
+  signal?: AbortSignal;
+  /** Called with every chunk, as the iterator yields it. */
+  onToken?: (chunk: GenerationChunk) => void;
+}
+
+export interface GenerationChunk {
+  /** Text safe to show: never a broken UTF-8 character, never part of a stop string. */
+  text: string;
+  /** The token(s) this chunk came from. */
+  tokens: number[];
+}
+
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  stopReason: StopReason;
+  promptTokens: number;
+  generatedTokens: number;
+}

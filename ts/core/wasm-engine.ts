@@ -30,7 +30,14 @@ interface WasmModel {
   free(): void;
 }
 
+interface WasmGenerator {
+  free(): void;
+}
+
 interface WasmContext {
+  createGenerator(seq: number, params: string): WasmGenerator;
+  generatorStep(g: WasmGenerator, feed: Uint32Array): string;
+  generatorEnd(g: WasmGenerator): string;
   evaluate(tokens: Uint32Array, seqs: Uint32Array, logits: Uint8Array): Float32Array;
   position(seq: number): number;
   clear(seq: number): void;
@@ -47,6 +54,18 @@ function wrapContext(c: WasmContext): EngineContext {
     clear: (s) => c.clear(s),
     stateBytesPerSequence: () => c.stateBytesPerSequence(),
     nVocab: () => c.nVocab(),
+    createGenerator: (seq, params) => {
+      const g = c.createGenerator(seq, params);
+      let freed = false;
+      return {
+        step: async (f) => c.generatorStep(g, f),
+        finish: async () => c.generatorEnd(g),
+        release: () => {
+          if (!freed) g.free();
+          freed = true;
+        },
+      };
+    },
     release: () => c.free(),
   };
 }

@@ -19,7 +19,13 @@ interface NativeModel {
   dispose(): void;
 }
 
+interface NativeGenerator {
+  step(feed: Uint32Array): Promise<string>;
+  end(): Promise<string>;
+}
+
 interface NativeContext {
+  createGenerator(seq: number, params: string): NativeGenerator;
   evaluate(tokens: Uint32Array, seqs: Uint32Array, logits: Uint8Array): Promise<Float32Array>;
   position(seq: number): number;
   clear(seq: number): void;
@@ -35,6 +41,10 @@ function wrapContext(c: NativeContext): EngineContext {
     clear: (s) => c.clear(s),
     stateBytesPerSequence: () => c.stateBytesPerSequence(),
     nVocab: () => c.nVocab(),
+    createGenerator: (seq, params) => {
+      const g = c.createGenerator(seq, params);
+      return { step: (f) => g.step(f), finish: () => g.end(), release: () => {} };
+    },
     release: () => c.dispose(),
   };
 }

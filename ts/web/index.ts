@@ -10,6 +10,8 @@ export * from "../core/types.js";
 export * from "../core/errors.js";
 export { Model } from "../core/model.js";
 export { Context, Sequence, type BatchItem } from "../core/context.js";
+export { Generation } from "../core/generate.js";
+export { ChatSession, renderChat, type ChatMessage, type ChatOptions } from "../core/chat.js";
 export { createWorkerClient, type WorkerClient, type RemoteModel } from "./client.js";
 
 let wasm: Promise<Engine> | undefined;

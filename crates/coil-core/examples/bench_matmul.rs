@@ -40,6 +40,9 @@ fn main() {
     let threads: Vec<usize> = arg(&args, "--threads").unwrap_or("1,2").split(',').map(|s| s.parse().unwrap()).collect();
     let secs: f64 = arg(&args, "--secs").unwrap_or("0.3").parse().unwrap();
     let hot = args.iter().any(|a| a == "--hot");
+    if let Some(d) = arg(&args, "--pf") {
+        coil_core::kernels::matmul::set_prefetch_distance(d.parse().unwrap());
+    }
 
     let paths: Vec<_> = matmul_paths()
         .into_iter()
@@ -50,6 +53,45 @@ fn main() {
         .collect();
     let pools: Vec<(usize, ThreadPool)> = threads.iter().map(|&n| (n, ThreadPool::new(n))).collect();
     println!("cpu features: {:?}", coil_core::cpu::features());
+    // Thread pool hand-off: an empty job, back to back (workers spinning), and after a pause
+    // (workers parked).
+    for (n, pool) in &pools {
+        if *n < 2 {
+            continue;
+        }
+        let reps = 20000;
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            pool.run(*n, |_| {});
+        }
+        let hot = t0.elapsed().as_secs_f64() / reps as f64;
+        let mut cold = f64::MAX;
+        for _ in 0..5 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let t = Instant::now();
+            pool.run(*n, |_| {});
+            cold = cold.min(t.elapsed().as_secs_f64());
+        }
+        // Tasks of 20 us each, one per thread: the overhead is the time beyond 20 us.
+        let spin = |_| {
+            let t = Instant::now();
+            while t.elapsed().as_secs_f64() < 20e-6 {
+                std::hint::spin_loop();
+            }
+        };
+        let mut busy = f64::MAX;
+        for _ in 0..2000 {
+            let t = Instant::now();
+            pool.run(*n, spin);
+            busy = busy.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "pool of {n}: empty job {:.2} us back to back, {:.1} us after 20 ms idle; {n} x 20 us tasks take {:.1} us",
+            hot * 1e6,
+            cold * 1e6,
+            busy * 1e6
+        );
+    }
     println!("{:<6} {:>11} {:>6} {:>8} {:>3} {:>12} {:>10}", "type", "shape", "tokens", "path", "thr", "time/call", "rate");
     for &ty in &types {
         for &(rows, cols) in &shapes {

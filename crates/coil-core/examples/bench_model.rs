@@ -56,7 +56,12 @@ fn main() {
             let bytes = synth_gguf(&spec).expect("building the model");
             let p = match arg::<String>(&args, "--write") {
                 Some(p) => std::path::PathBuf::from(p),
-                None => std::env::temp_dir().join(format!("coil-bench-{}-{}-{}.gguf", arch.name(), ty_name, std::process::id())),
+                None => std::env::temp_dir().join(format!(
+                    "coil-bench-{}-{}-{}.gguf",
+                    arch.name(),
+                    ty_name,
+                    std::process::id()
+                )),
             };
             std::fs::write(&p, &bytes).expect("writing the model");
             eprintln!(
@@ -73,7 +78,8 @@ fn main() {
 
     let model = Arc::new(Model::open(&path).expect("loading the model"));
     let hp = model.hparams().unwrap().clone();
-    let mut ctx = Context::new(model.clone(), ContextParams { n_seq_max: seqs, n_threads: threads, n_ubatch: 512 }).unwrap();
+    let mut ctx =
+        Context::new(model.clone(), ContextParams { n_seq_max: seqs, n_threads: threads, n_ubatch: 512 }).unwrap();
     println!(
         "model: {} d_model {} layers {} d_inner {} d_state {} vocab {} | threads {} | isa {} | matmul {} | state {:.2} MiB/seq",
         hp.arch.name(),
@@ -93,7 +99,8 @@ fn main() {
     let prompt: Vec<u32> = (0..pp).map(|_| rng.below(n_vocab) as u32).collect();
 
     // Warm-up (page in the weights, grow the scratch buffers).
-    ctx.evaluate(&Batch::for_sequence(0, &prompt[..pp.min(64)], false)).unwrap();
+    let warm: Vec<u32> = if pp > 0 { prompt[..pp.min(64)].to_vec() } else { vec![1] };
+    ctx.evaluate(&Batch::for_sequence(0, &warm, false)).unwrap();
     coil_core::model::graph::profile::take(true);
 
     if pp > 0 {

@@ -6,12 +6,14 @@ pub mod context;
 pub mod convert;
 pub mod cpu;
 pub mod error;
+pub mod generate;
 pub mod gguf;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod job;
 pub mod kernels;
 pub mod model;
 pub mod quant;
+pub mod sampling;
 pub mod threads;
 pub mod tokenizer;
 pub mod util;

@@ -46,12 +46,32 @@ fn activations(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Σ_c |W[r,c] x[t,c]| per output.
+/// Σ_c |W[r,c] x[t,c]| per output, where for types with a min (Q4_1, Q5_1, Q4_K, Q5_K) |W| is
+/// |scale part| + |min part|: the kernels sum the two separately, so that is the scale of their
+/// rounding errors.
 fn abs_scale(w: &WeightRef, x: &[f32], n_tokens: usize) -> Vec<f64> {
     let mut row = vec![0f32; w.n_cols];
     let mut s = vec![0f64; n_tokens * w.n_rows];
+    let (bb, set_min_sign) = match w.ty {
+        GgmlType::Q4_1 => (20, false),
+        GgmlType::Q5_1 => (24, false),
+        GgmlType::Q4_K => (144, true),
+        GgmlType::Q5_K => (176, true),
+        _ => (0, false),
+    };
     for r in 0..w.n_rows {
-        quant::dequantize_row(w.ty, w.row(r), &mut row).unwrap();
+        let mut bytes = w.row(r).to_vec();
+        if bb > 0 {
+            for blk in bytes.chunks_exact_mut(bb) {
+                blk[1] &= 0x7F;
+                if set_min_sign {
+                    blk[3] |= 0x80;
+                } else {
+                    blk[3] &= 0x7F;
+                }
+            }
+        }
+        quant::dequantize_row(w.ty, &bytes, &mut row).unwrap();
         for t in 0..n_tokens {
             s[t * w.n_rows + r] =
                 row.iter().zip(&x[t * w.n_cols..(t + 1) * w.n_cols]).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();

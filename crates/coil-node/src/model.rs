@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use coil_core::context::{Batch, Context, ContextParams};
+use coil_core::generate::{GenerateParams, Generator};
 use coil_core::error::guard;
 use coil_core::gguf::GgufFile;
 use coil_core::model::Model;
@@ -189,6 +190,15 @@ impl NativeContext {
         self.n_vocab
     }
 
+    /// A generator for sequence `seq`; `params` is the core's GenerateParams JSON.
+    #[napi]
+    pub fn create_generator(&self, seq: u32, params: String) -> Result<NativeGenerator> {
+        let ctx = self.ctx()?.clone();
+        let model = ctx.lock().map_err(|_| to_napi(CoilError::new(ErrorCode::Internal, "context lock poisoned")))?.model().clone();
+        let gen = guard(|| Generator::new(model, GenerateParams::from_json(&params)?)).map_err(to_napi)?;
+        Ok(NativeGenerator { ctx, gen: Arc::new(Mutex::new(gen)), seq })
+    }
+
     #[napi]
     pub fn dispose(&mut self) {
         self.inner = None;
@@ -229,4 +239,59 @@ pub fn load_model_bytes(prefix: &[u8], file_size: f64) -> Result<NativeModel> {
     guard(|| Model::from_header(GgufFile::parse(prefix, file_size as u64)?))
         .map(|m| NativeModel { inner: Some(Arc::new(m)) })
         .map_err(to_napi)
+}
+
+#[napi]
+pub struct NativeGenerator {
+    ctx: Arc<Mutex<Context>>,
+    gen: Arc<Mutex<Generator>>,
+    seq: u32,
+}
+
+pub enum GenAction {
+    Step(Vec<u32>),
+    End,
+}
+
+pub struct GenerateTask {
+    ctx: Arc<Mutex<Context>>,
+    gen: Arc<Mutex<Generator>>,
+    seq: u32,
+    action: GenAction,
+}
+
+impl Task for GenerateTask {
+    type Output = String;
+    type JsValue = String;
+
+    fn compute(&mut self) -> Result<String> {
+        let poisoned = || to_napi(CoilError::new(ErrorCode::Internal, "lock poisoned"));
+        let mut ctx = self.ctx.lock().map_err(|_| poisoned())?;
+        let mut gen = self.gen.lock().map_err(|_| poisoned())?;
+        let seq = self.seq;
+        match &self.action {
+            GenAction::Step(feed) => guard(|| gen.step(&mut ctx, seq, feed).map(|s| s.to_json())),
+            GenAction::End => guard(|| gen.end(&mut ctx, seq)),
+        }
+        .map_err(to_napi)
+    }
+
+    fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
+        Ok(output)
+    }
+}
+
+#[napi]
+impl NativeGenerator {
+    /// Feeds `feed` and samples the next token off the JS thread: JSON `{"token","text","stop"}`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn step(&self, feed: Uint32Array) -> AsyncTask<GenerateTask> {
+        AsyncTask::new(GenerateTask { ctx: self.ctx.clone(), gen: self.gen.clone(), seq: self.seq, action: GenAction::Step(feed.to_vec()) })
+    }
+
+    /// Feeds the last sampled token and returns the text still held back.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn end(&self) -> AsyncTask<GenerateTask> {
+        AsyncTask::new(GenerateTask { ctx: self.ctx.clone(), gen: self.gen.clone(), seq: self.seq, action: GenAction::End })
+    }
 }

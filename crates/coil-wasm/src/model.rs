@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use coil_core::context::{Batch, Context, ContextParams};
+use coil_core::generate::{GenerateParams, Generator};
 use coil_core::gguf::GgufFile;
 use coil_core::model::Model;
 use coil_core::{CoilError, ErrorCode};
@@ -124,4 +125,29 @@ impl WasmContext {
     pub fn n_vocab(&self) -> u32 {
         self.inner.model().hparams().map(|h| h.n_vocab as u32).unwrap_or(0)
     }
+
+    /// A generator for sequence `seq`; `params` is the core's GenerateParams JSON.
+    #[wasm_bindgen(js_name = createGenerator)]
+    pub fn create_generator(&self, seq: u32, params: &str) -> Result<WasmGenerator, JsValue> {
+        let params = GenerateParams::from_json(params).map_err(to_js)?;
+        Ok(WasmGenerator { gen: Generator::new(self.inner.model().clone(), params).map_err(to_js)?, seq })
+    }
+
+    /// One generation step on `gen`'s sequence: JSON `{"token","text","stop"}`.
+    #[wasm_bindgen(js_name = generatorStep)]
+    pub fn generator_step(&mut self, gen: &mut WasmGenerator, feed: &[u32]) -> Result<String, JsValue> {
+        gen.gen.step(&mut self.inner, gen.seq, feed).map(|s| s.to_json()).map_err(to_js)
+    }
+
+    /// Ends `gen`: feeds the last sampled token, returns the text still held back.
+    #[wasm_bindgen(js_name = generatorEnd)]
+    pub fn generator_end(&mut self, gen: &mut WasmGenerator) -> Result<String, JsValue> {
+        gen.gen.end(&mut self.inner, gen.seq).map_err(to_js)
+    }
+}
+
+#[wasm_bindgen]
+pub struct WasmGenerator {
+    gen: Generator,
+    seq: u32,
 }

@@ -80,15 +80,9 @@ impl Batch {
     /// Appends one token with an explicit position (a batch holds positions for all of its
     /// tokens or for none; mixing is rejected by `evaluate`).
     pub fn push_at(&mut self, token: u32, seq: u32, pos: u32, logits: bool) -> &mut Batch {
-        let had = self.tokens.len();
         self.push(token, seq, logits);
-        let p = self.pos.get_or_insert_with(Vec::new);
-        if p.len() == had {
-            p.push(pos);
-        } else {
-            // Earlier tokens had no positions: leave the lengths mismatched so evaluate reports it.
-            p.push(pos);
-        }
+        // If earlier tokens had no positions the lengths now differ, which evaluate reports.
+        self.pos.get_or_insert_with(Vec::new).push(pos);
         self
     }
 
@@ -216,7 +210,10 @@ impl Context {
 
     fn check_seq(&self, seq: u32) -> Result<usize> {
         if seq >= self.params.n_seq_max {
-            return Err(bad(format!("sequence {seq} is out of range: this context holds sequences 0..{}", self.params.n_seq_max)));
+            return Err(bad(format!(
+                "sequence {seq} is out of range: this context holds sequences 0..{}",
+                self.params.n_seq_max
+            )));
         }
         Ok(seq as usize)
     }
@@ -326,9 +323,19 @@ impl Context {
         out.n_vocab = n_vocab;
         out.index = index;
         out.data.clear();
-        out.data.resize(n_req * n_vocab, 0.0);
+        let want = n_req.checked_mul(n_vocab).filter(|&v| v <= isize::MAX as usize / 4);
+        match want {
+            Some(v) if out.data.try_reserve_exact(v).is_ok() => out.data.resize(v, 0.0),
+            _ => {
+                return Err(bad(format!(
+                    "cannot allocate logits for {n_req} tokens of {n_vocab}: ask for logits on fewer tokens per batch"
+                )))
+            }
+        }
 
         let ub = self.params.n_ubatch;
+        // Activation memory for the largest micro-batch, before any state changes.
+        self.scratch.ensure(&w.hp, n.min(ub), n_req.min(ub))?;
         let mut segs: Vec<Segment> = Vec::new();
         let mut outputs: Vec<(usize, usize)> = Vec::new();
         let mut touched: Vec<usize> = Vec::new();
@@ -355,7 +362,16 @@ impl Context {
                         touched.push(sg.slot);
                     }
                 }
-                forward(w, &self.pool, &mut self.states, &mut self.scratch, &self.tokens, &segs, &outputs, &mut out.data)?;
+                forward(
+                    w,
+                    &self.pool,
+                    &mut self.states,
+                    &mut self.scratch,
+                    &self.tokens,
+                    &segs,
+                    &outputs,
+                    &mut out.data,
+                )?;
                 start = end;
             }
             Ok(())

@@ -80,10 +80,18 @@ unsafe fn conv_g<V: Vf32>(
 ) {
     let km1 = k - 1;
     #[inline(always)]
-    unsafe fn one<W: Vf32>(c: usize, srcs: &[*const f32; MAX_D_CONV], k: usize, w: *const f32, n_c: usize, bias: *const f32, silu: bool) -> W {
+    unsafe fn one<W: Vf32>(
+        c: usize,
+        srcs: &[*const f32; MAX_D_CONV],
+        k: usize,
+        w: *const f32,
+        n_c: usize,
+        bias: *const f32,
+        silu: bool,
+    ) -> W {
         let mut acc = W::splat(0.0);
-        for j in 0..k {
-            acc = W::load(w.add(j * n_c + c)).fmadd(W::load(srcs[j].add(c)), acc);
+        for (j, src) in srcs.iter().enumerate().take(k) {
+            acc = W::load(w.add(j * n_c + c)).fmadd(W::load(src.add(c)), acc);
         }
         if !bias.is_null() {
             acc = acc.add(W::load(bias.add(c)));
@@ -193,7 +201,22 @@ pub unsafe fn ssm_conv_range_raw(isa: Isa, a: &ConvArgs, c0: usize, c1: usize, s
         return;
     }
     let bias = a.bias.map(|b| b.as_ptr()).unwrap_or(std::ptr::null());
-    conv_raw(isa, a.x.as_ptr(), a.x_stride, a.n_t, a.n_c, c0, c1, a.k, a.w.as_ptr(), bias, state, out, a.out_stride, a.silu)
+    conv_raw(
+        isa,
+        a.x.as_ptr(),
+        a.x_stride,
+        a.n_t,
+        a.n_c,
+        c0,
+        c1,
+        a.k,
+        a.w.as_ptr(),
+        bias,
+        state,
+        out,
+        a.out_stride,
+        a.silu,
+    )
 }
 
 /// Transposes GGUF conv weights `[c][j]` (`{K, C}`) to the kernels' `[j][c]`.
@@ -223,7 +246,8 @@ pub(crate) fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
             let mut o_ref = vec![0f32; t * c];
             ssm_conv_ref(&x, xs, t, c, k, &wg, Some(&b), &mut st_ref, &mut o_ref, c, true);
             let wt = transpose_conv_weights(&wg, c, k);
-            let a = ConvArgs { x: &x, x_stride: xs, n_t: t, n_c: c, k, w: &wt, bias: Some(&b), silu: true, out_stride: c };
+            let a =
+                ConvArgs { x: &x, x_stride: xs, n_t: t, n_c: c, k, w: &wt, bias: Some(&b), silu: true, out_stride: c };
             let mut st = st0.clone();
             let mut o = vec![0f32; t * c];
             // Two channel halves, as two threads would do it.
@@ -262,13 +286,27 @@ mod tests {
         let wt = transpose_conv_weights(&wg, c, k);
         let mut st_a = vec![0f32; (k - 1) * c];
         let mut out_a = vec![0f32; t * c];
-        ssm_conv(&ConvArgs { x: &x, x_stride: c, n_t: t, n_c: c, k, w: &wt, bias: None, silu: false, out_stride: c }, &mut st_a, &mut out_a);
+        ssm_conv(
+            &ConvArgs { x: &x, x_stride: c, n_t: t, n_c: c, k, w: &wt, bias: None, silu: false, out_stride: c },
+            &mut st_a,
+            &mut out_a,
+        );
         let mut st_b = vec![0f32; (k - 1) * c];
         let mut out_b = vec![0f32; t * c];
         // 1, then 2, then 6 tokens.
         let mut s = 0;
         for n in [1usize, 2, 6] {
-            let a = ConvArgs { x: &x[s * c..], x_stride: c, n_t: n, n_c: c, k, w: &wt, bias: None, silu: false, out_stride: c };
+            let a = ConvArgs {
+                x: &x[s * c..],
+                x_stride: c,
+                n_t: n,
+                n_c: c,
+                k,
+                w: &wt,
+                bias: None,
+                silu: false,
+                out_stride: c,
+            };
             ssm_conv(&a, &mut st_b, &mut out_b[s * c..]);
             s += n;
         }

@@ -294,7 +294,7 @@ impl MatmulPath {
             None => scalar_parallel(w, x, n_tokens, out, pool),
             Some(Kernel::Float(k)) => {
                 let act = x.as_ptr() as *const u8;
-                drive(k.tile, k.rm, k.rn, w, act, w.n_cols * 4, n_tokens, out, pool);
+                drive(k.tile, k.rm, k.rn, None, w, act, w.n_cols * 4, n_tokens, out, pool);
             }
             Some(Kernel::Quant(k)) => run_quant(&k, w, x, n_tokens, out, pool),
         }
@@ -320,6 +320,12 @@ pub fn matmul_paths() -> Vec<MatmulPath> {
 }
 
 /// The path [`matmul`] uses (detected once).
+#[doc(hidden)]
+pub fn set_prefetch_distance(d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    vecdot::x86_avx512::PF.store(d, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn best_path() -> MatmulPath {
     use std::sync::OnceLock;
     static BEST: OnceLock<MatmulPath> = OnceLock::new();
@@ -395,7 +401,7 @@ fn run_quant(k: &QKernel, w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [
         } else {
             prep(0, n_tokens, bp);
         }
-        drive(k.tile, k.rm, k.rn, w, buf.as_ptr(), stride, n_tokens, out, pool);
+        drive(k.tile, k.rm, k.rn, k.pre, w, buf.as_ptr(), stride, n_tokens, out, pool);
     };
     ACT_BUF.with(|b| match b.try_borrow_mut() {
         Ok(mut g) => body(g.get(stride * n_tokens)),
@@ -403,12 +409,19 @@ fn run_quant(k: &QKernel, w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [
     });
 }
 
+thread_local! {
+    static DEC_BUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
+}
+
 /// Splits the rows into tasks and runs the tile function over each task's rows and all tokens.
+/// With `pre` (quantized weights, several token tiles) each panel of rows is decoded once per
+/// token block into a per-thread buffer and the pre-decoded tile reads that instead.
 #[allow(clippy::too_many_arguments)]
 fn drive(
     tile: TileFn,
     rm: usize,
     rn: usize,
+    pre: Option<vecdot::PreDecode>,
     w: &WeightRef,
     act: *const u8,
     act_stride: usize,
@@ -424,40 +437,74 @@ fn drive(
     let n_tasks_target = if threads <= 1 || work < 48 * 1024 { 1 } else { threads * 8 };
     let rows_per_task = n_rows.div_ceil(n_tasks_target).next_multiple_of(rm).max(rm);
     let n_tasks = n_rows.div_ceil(rows_per_task);
-    // Token blocks keep a block's activations in L2 while a task's weight rows stream past them.
+    let gemm = n_tokens > rn;
+    let pre = if gemm { pre } else { None };
+    // Token blocks keep a block's activations in L2 while a task's weight rows pass by them.
     let tb = if n_tokens <= 64 { n_tokens } else { (256 * 1024 / act_stride.max(1)).clamp(rn, 64) / rn * rn };
+    // Row panels: the rows whose weights stay in L1 while the token tiles of a block go by.
+    let panel_row_bytes = match pre {
+        Some(p) => w.n_cols.div_ceil(p.group) * p.bytes_per_group,
+        None => row_bytes,
+    };
+    let panel = if gemm { ((24 * 1024) / panel_row_bytes.max(1)).max(1).next_multiple_of(rm) } else { rows_per_task };
     let outp = SyncPtr(out.as_mut_ptr());
     let actp = SyncPtr(act as *mut u8);
     let task = |i: usize| {
         let (o, a) = (outp, actp);
         let r0 = i * rows_per_task;
         let r1 = (r0 + rows_per_task).min(n_rows);
-        let mut t0 = 0;
-        while t0 < n_tokens {
-            let t1 = (t0 + tb).min(n_tokens);
-            let mut r = r0;
-            while r < r1 {
-                let m = rm.min(r1 - r);
-                let mut t = t0;
-                while t < t1 {
-                    let nn = rn.min(t1 - t);
-                    let args = TileArgs {
-                        w: unsafe { w.data.as_ptr().add(r * row_bytes) },
+        let run = |dec: Option<&mut [u8]>| {
+            let mut t0 = 0;
+            while t0 < n_tokens {
+                let t1 = (t0 + tb).min(n_tokens);
+                let mut p0 = r0;
+                while p0 < r1 {
+                    let pr = panel.min(r1 - p0);
+                    let mut args = TileArgs {
+                        w: unsafe { w.data.as_ptr().add(p0 * row_bytes) },
                         row_bytes,
                         n_cols: w.n_cols,
-                        act: unsafe { a.0.add(t * act_stride) },
+                        act: a.0,
                         act_stride,
-                        out: unsafe { o.0.add(t * n_rows + r) },
+                        out: o.0,
                         out_stride: n_rows,
+                        prefetch: !gemm,
                     };
-                    // SAFETY: the tile reads rows r..r+m (inside `w.data`), tokens t..t+nn of the
-                    // activations, and writes only its own outputs (disjoint between tasks).
-                    unsafe { tile(m, nn, &args) };
-                    t += nn;
+                    let mut f = tile;
+                    if let (Some(p), Some(buf)) = (pre, dec.as_deref()) {
+                        // SAFETY: the buffer holds `pr` decoded rows (sized by the caller).
+                        unsafe { (p.decode)(pr, &args, buf.as_ptr() as *mut u8) };
+                        args.w = buf.as_ptr();
+                        args.row_bytes = panel_row_bytes;
+                        f = p.tile;
+                    }
+                    let mut t = t0;
+                    while t < t1 {
+                        let nn = rn.min(t1 - t);
+                        let targs = TileArgs {
+                            act: unsafe { a.0.add(t * act_stride) },
+                            out: unsafe { o.0.add(t * n_rows + p0) },
+                            ..args
+                        };
+                        // SAFETY: the tile reads rows p0..p0+pr (inside `w.data` or the decoded
+                        // panel), tokens t..t+nn of the activations, and writes only its own outputs
+                        // (rows of this task: disjoint between tasks).
+                        unsafe { f(pr, nn, &targs) };
+                        t += nn;
+                    }
+                    p0 += pr;
                 }
-                r += m;
+                t0 = t1;
             }
-            t0 = t1;
+        };
+        if pre.is_some() {
+            let need = panel * panel_row_bytes;
+            DEC_BUF.with(|b| match b.try_borrow_mut() {
+                Ok(mut g) => run(Some(g.get(need))),
+                Err(_) => run(Some(AlignedBuf::default().get(need))),
+            });
+        } else {
+            run(None);
         }
     };
     if n_tasks == 1 {
@@ -520,8 +567,21 @@ pub(crate) fn max_rel(a: &[f32], b: &[f32], scale: &[f64]) -> f32 {
 pub(crate) fn abs_scale(w: &WeightRef, x: &[f32], n_tokens: usize) -> Vec<f64> {
     let mut row = vec![0f32; w.n_cols];
     let mut s = vec![0f64; n_tokens * w.n_rows];
+    // Types with a min: |scale part| + |min part| (the kernels round the two separately).
+    let (bb, neg_min) = match w.ty {
+        GgmlType::Q4_1 => (20, false),
+        GgmlType::Q5_1 => (24, false),
+        GgmlType::Q4_K => (144, true),
+        GgmlType::Q5_K => (176, true),
+        _ => (0, false),
+    };
     for r in 0..w.n_rows {
-        quant::dequantize_row(w.ty, w.row(r), &mut row).unwrap();
+        let mut bytes = w.row(r).to_vec();
+        for blk in bytes.chunks_exact_mut(bb.max(1)).filter(|_| bb > 0) {
+            blk[1] &= 0x7F;
+            blk[3] = if neg_min { blk[3] | 0x80 } else { blk[3] & 0x7F };
+        }
+        quant::dequantize_row(w.ty, &bytes, &mut row).unwrap();
         for t in 0..n_tokens {
             s[t * w.n_rows + r] =
                 row.iter().zip(&x[t * w.n_cols..(t + 1) * w.n_cols]).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
@@ -537,7 +597,7 @@ pub fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
     let mut rng = crate::util::SplitMix64::new(0xc011);
     for &ty in &MATMUL_TYPES {
         let bs = ty.block_size() as usize;
-        let n_cols = if bs == 256 { 512 } else if bs == 32 { 96 } else { 72 };
+        let n_cols = if bs == 256 { 512 } else if bs == 32 { 96 } else { 75 };
         let n_rows = 7;
         let n_tokens = 3;
         let data = synth_weights(ty, n_rows, n_cols, 17 + ty.id() as u64);
@@ -552,6 +612,8 @@ pub fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
             out.push((check_name(p.name(), ty), max_rel(&got, &want, &scale)));
         }
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    out.push(("f16conv/simd128", vecdot::wasm_simd128::f16_conversion_errors()));
     // The activation quantizers must be bit-identical to the reference.
     for &(kind, n) in &[(ActKind::Q8_0, 96usize), (ActKind::Q8_1, 96), (ActKind::Q8K, 512)] {
         let x: Vec<f32> = (0..n).map(|i| (rng.next_f32() * 2.0 - 1.0) * (1 + i % 5) as f32).collect();

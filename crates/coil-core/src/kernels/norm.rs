@@ -83,6 +83,7 @@ unsafe fn scale_row<V: Vf32>(x: *const f32, w: *const f32, scale: f32, out: *mut
 /// are equal). `w` (length `row_len · n_w`) is the weight, row r using `w[(r % n_w)·row_len..]`
 /// — `n_w` > 1 gives the grouped norm, where the rows of one token are its groups. `w` empty:
 /// weightless.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn rms_norm_rows_g<V: Vf32>(
     x: *const f32,
@@ -141,7 +142,15 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 
 /// Weightless RMS normalisation in place of `n_rows` segments `x[r*stride + off .. + len]`
 /// (Falcon-Mamba's dt, B and C inside the x_proj output rows).
-pub fn rms_norm_segments_inplace_with(isa: Isa, x: &mut [f32], stride: usize, off: usize, len: usize, n_rows: usize, eps: f32) {
+pub fn rms_norm_segments_inplace_with(
+    isa: Isa,
+    x: &mut [f32],
+    stride: usize,
+    off: usize,
+    len: usize,
+    n_rows: usize,
+    eps: f32,
+) {
     if len == 0 || n_rows == 0 {
         return;
     }
@@ -169,7 +178,7 @@ pub fn group_rms_norm_inplace_with(isa: Isa, y: &mut [f32], w: &[f32], n_group: 
     if e == 0 || n_group == 0 {
         return;
     }
-    assert!(e % n_group == 0, "group_rms_norm: {e} channels in {n_group} groups");
+    assert!(e.is_multiple_of(n_group), "group_rms_norm: {e} channels in {n_group} groups");
     let gs = e / n_group;
     let n_rows = y.len() / e * n_group;
     check_rows(y.len(), gs, n_rows, gs, "group_rms_norm");

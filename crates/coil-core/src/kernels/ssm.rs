@@ -25,7 +25,9 @@
 //! Compared with llama.cpp's layouts (`{N, E}` and `{N, P, H}`, d_state fastest) these states are
 //! transposed; code that exchanges states with llama.cpp must transpose.
 
-use super::ops::{dispatch, exp_ref, exp_v, max_rel_diff, names, silu_ref, silu_v, softplus_ref, softplus_v, Isa, Portable, Vf32};
+use super::ops::{
+    dispatch, exp_ref, exp_v, max_rel_diff, names, silu_ref, silu_v, softplus_ref, softplus_v, Isa, Portable, Vf32,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Mamba-1
@@ -60,7 +62,9 @@ pub struct Scan1Args<'a> {
 }
 
 fn rows_fit(len: usize, n_t: usize, stride: usize, width: usize) -> bool {
-    n_t == 0 || (stride >= width && (n_t - 1).checked_mul(stride).and_then(|v| v.checked_add(width)).is_some_and(|v| v <= len))
+    n_t == 0
+        || (stride >= width
+            && (n_t - 1).checked_mul(stride).and_then(|v| v.checked_add(width)).is_some_and(|v| v <= len))
 }
 
 impl Scan1Args<'_> {
@@ -69,7 +73,10 @@ impl Scan1Args<'_> {
         let (t, e, n) = (self.n_t, self.n_e, self.n_s);
         assert!(rows_fit(self.x.len(), t, self.x_stride, e), "scan1: x");
         assert!(rows_fit(self.dt.len(), t, self.dt_stride, e), "scan1: dt");
-        assert!(rows_fit(self.b.len(), t, self.bc_stride, n) && rows_fit(self.c.len(), t, self.bc_stride, n), "scan1: B/C");
+        assert!(
+            rows_fit(self.b.len(), t, self.bc_stride, n) && rows_fit(self.c.len(), t, self.bc_stride, n),
+            "scan1: B/C"
+        );
         assert!(self.dt_bias.is_none_or(|v| v.len() >= e) && self.d.is_none_or(|v| v.len() >= e), "scan1: bias/D");
         assert!(self.a.len() >= n * e && state.len() >= n * e, "scan1: A/state");
         assert!(self.z.is_none_or(|z| rows_fit(z.len(), t, self.z_stride, e)), "scan1: z");
@@ -218,8 +225,14 @@ impl Scan2Args<'_> {
         assert!(g >= 1 && h % g == 0, "scan2: {h} heads in {g} groups");
         assert!(rows_fit(self.x.len(), t, self.x_stride, e), "scan2: x");
         assert!(rows_fit(self.dt.len(), t, self.dt_stride, h), "scan2: dt");
-        assert!(rows_fit(self.b.len(), t, self.bc_stride, g * n) && rows_fit(self.c.len(), t, self.bc_stride, g * n), "scan2: B/C");
-        assert!(self.dt_bias.is_none_or(|v| v.len() >= h) && self.d.is_none_or(|v| v.len() >= h) && self.a.len() >= h, "scan2: A/D/bias");
+        assert!(
+            rows_fit(self.b.len(), t, self.bc_stride, g * n) && rows_fit(self.c.len(), t, self.bc_stride, g * n),
+            "scan2: B/C"
+        );
+        assert!(
+            self.dt_bias.is_none_or(|v| v.len() >= h) && self.d.is_none_or(|v| v.len() >= h) && self.a.len() >= h,
+            "scan2: A/D/bias"
+        );
         assert!(state.len() >= h * n * p, "scan2: state");
         assert!(self.z.is_none_or(|z| rows_fit(z.len(), t, self.z_stride, e)), "scan2: z");
         assert!(rows_fit(y.len(), t, self.y_stride, e), "scan2: y");
@@ -428,7 +441,9 @@ pub(crate) fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
         out.push((names::SCAN1[isa as usize], worst));
 
         let mut worst = 0f32;
-        for &(t, hn, pn, n, g) in &[(1usize, 4usize, 64usize, 128usize, 1usize), (6, 8, 16, 16, 2), (4, 3, 13, 7, 3), (2, 2, 40, 32, 1)] {
+        for &(t, hn, pn, n, g) in
+            &[(1usize, 4usize, 64usize, 128usize, 1usize), (6, 8, 16, 16, 2), (4, 3, 13, 7, 3), (2, 2, 40, 32, 1)]
+        {
             let r = &mut rng;
             let e = hn * pn;
             let x = rnd(r, t * e, -2.0, 2.0);

@@ -121,32 +121,41 @@ pub(crate) struct Scratch {
     lm_out: Vec<f32>,
 }
 
-fn grow(v: &mut Vec<f32>, n: usize) {
+fn grow(v: &mut Vec<f32>, n: usize) -> Result<()> {
     if v.len() < n {
+        v.try_reserve_exact(n - v.len()).map_err(|_| {
+            crate::error::CoilError::new(
+                crate::error::ErrorCode::InvalidArgument,
+                format!("cannot allocate {} MiB of activations: use a smaller n_ubatch", (n as u64 * 4) >> 20),
+            )
+        })?;
         v.resize(n, 0.0);
     }
+    Ok(())
 }
 
 impl Scratch {
-    fn ensure(&mut self, hp: &HParams, n_t: usize, n_out: usize) {
+    /// Grows the buffers for micro-batches of up to `n_t` tokens with `n_out` logit rows.
+    pub(crate) fn ensure(&mut self, hp: &HParams, n_t: usize, n_out: usize) -> Result<()> {
         if n_t > self.cap {
             let (d, e) = (hp.n_embd, hp.d_inner);
-            grow(&mut self.h, n_t * d);
-            grow(&mut self.u, n_t * d);
-            grow(&mut self.proj, n_t * hp.d_in_proj());
-            grow(&mut self.conv, n_t * hp.conv_dim());
+            grow(&mut self.h, n_t * d)?;
+            grow(&mut self.u, n_t * d)?;
+            grow(&mut self.proj, n_t * hp.d_in_proj())?;
+            grow(&mut self.conv, n_t * hp.conv_dim())?;
             if hp.dt_rank > 0 {
-                grow(&mut self.xdb, n_t * (hp.dt_rank + 2 * hp.d_state));
-                grow(&mut self.dtr, n_t * hp.dt_rank);
-                grow(&mut self.dt, n_t * e);
+                grow(&mut self.xdb, n_t * (hp.dt_rank + 2 * hp.d_state))?;
+                grow(&mut self.dtr, n_t * hp.dt_rank)?;
+                grow(&mut self.dt, n_t * e)?;
             }
-            grow(&mut self.y, n_t * e);
-            grow(&mut self.out, n_t * d);
+            grow(&mut self.y, n_t * e)?;
+            grow(&mut self.out, n_t * d)?;
             self.cap = n_t;
         }
-        grow(&mut self.lm_in, n_out * hp.n_embd);
-        grow(&mut self.lm_norm, n_out * hp.n_embd);
-        grow(&mut self.lm_out, n_out * hp.n_vocab);
+        grow(&mut self.lm_in, n_out * hp.n_embd)?;
+        grow(&mut self.lm_norm, n_out * hp.n_embd)?;
+        grow(&mut self.lm_out, n_out * hp.n_vocab)?;
+        Ok(())
     }
 }
 
@@ -154,7 +163,8 @@ impl Scratch {
 /// finding where the time goes. Off, it costs one relaxed load per op.
 pub mod profile {
     use std::sync::atomic::{AtomicU64, Ordering};
-    pub const OPS: [&str; 10] = ["embd", "norm", "in_proj", "conv", "x_proj+dt", "scan", "group_norm", "out_proj", "residual", "logits"];
+    pub const OPS: [&str; 10] =
+        ["embd", "norm", "in_proj", "conv", "x_proj+dt", "scan", "group_norm", "out_proj", "residual", "logits"];
     static NS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
     static ON: AtomicU64 = AtomicU64::new(2);
     #[inline]
@@ -172,6 +182,7 @@ pub mod profile {
             }
         }
     }
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn add(op: usize, ns: u64) {
         NS[op].fetch_add(ns, Ordering::Relaxed);
     }
@@ -179,7 +190,9 @@ pub mod profile {
     pub fn take(reset: bool) -> Vec<(&'static str, f64)> {
         OPS.iter()
             .zip(NS.iter())
-            .map(|(n, v)| (*n, (if reset { v.swap(0, Ordering::Relaxed) } else { v.load(Ordering::Relaxed) }) as f64 * 1e-9))
+            .map(|(n, v)| {
+                (*n, (if reset { v.swap(0, Ordering::Relaxed) } else { v.load(Ordering::Relaxed) }) as f64 * 1e-9)
+            })
             .collect()
     }
 }
@@ -243,7 +256,7 @@ pub(crate) fn forward(
     if n_t == 0 {
         return Ok(());
     }
-    scratch.ensure(hp, n_t, outputs.len());
+    scratch.ensure(hp, n_t, outputs.len())?;
     let d = hp.n_embd;
     let e = hp.d_inner;
     let n_threads = pool.n_threads();
@@ -330,7 +343,8 @@ pub(crate) fn forward(
                 let y = SendPtr(sc.y.as_mut_ptr());
                 let st_base = SendPtr(states.ssm.as_mut_ptr());
                 let (ssm_len, n_slot) = (states.ssm_len, states.n_slot);
-                let (conv, dt, xdb, proj) = (&sc.conv[..n_t * e], &sc.dt[..n_t * e], &sc.xdb[..n_t * xw], &sc.proj[..n_t * dip]);
+                let (conv, dt, xdb, proj) =
+                    (&sc.conv[..n_t * e], &sc.dt[..n_t * e], &sc.xdb[..n_t * xw], &sc.proj[..n_t * dip]);
                 pool.run(segs.len() * n_ch, |task| {
                     let (y, st_base) = (y, st_base);
                     let s = segs[task / n_ch];

@@ -81,15 +81,18 @@ fn key(file: &GgufFile, arch: Arch, suffix: &str) -> String {
 fn req_u64(file: &GgufFile, k: &str) -> Result<u64> {
     match file.get(k) {
         None => Err(CoilError::new(ErrorCode::MissingKey, format!("missing metadata key {k}"))),
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| CoilError::new(ErrorCode::GgufInvalid, format!("metadata key {k} is not a non-negative integer"))),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            CoilError::new(ErrorCode::GgufInvalid, format!("metadata key {k} is not a non-negative integer"))
+        }),
     }
 }
 
 fn positive(k: &str, v: u64, max: u64) -> Result<usize> {
     if v == 0 || v > max {
-        return Err(CoilError::new(ErrorCode::GgufInvalid, format!("metadata key {k} = {v} is out of range (1..={max})")));
+        return Err(CoilError::new(
+            ErrorCode::GgufInvalid,
+            format!("metadata key {k} = {v} is out of range (1..={max})"),
+        ));
     }
     Ok(v as usize)
 }
@@ -115,10 +118,16 @@ impl HParams {
         let eps_key = k("attention.layer_norm_rms_epsilon");
         let eps = match file.get(&eps_key) {
             None => return Err(CoilError::new(ErrorCode::MissingKey, format!("missing metadata key {eps_key}"))),
-            Some(v) => v.as_f64().ok_or_else(|| CoilError::new(ErrorCode::GgufInvalid, format!("{eps_key} is not a number")))? as f32,
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| CoilError::new(ErrorCode::GgufInvalid, format!("{eps_key} is not a number")))?
+                as f32,
         };
         if !(eps.is_finite() && eps >= 0.0) {
-            return Err(CoilError::new(ErrorCode::GgufInvalid, format!("{eps_key} = {eps} is not a non-negative number")));
+            return Err(CoilError::new(
+                ErrorCode::GgufInvalid,
+                format!("{eps_key} = {eps} is not a non-negative number"),
+            ));
         }
         let mut hp = HParams {
             arch,
@@ -142,13 +151,21 @@ impl HParams {
                 let dk = k("ssm.dt_b_c_rms");
                 hp.dt_b_c_rms = match file.get(&dk) {
                     None => false,
-                    Some(v) => v.as_bool().ok_or_else(|| CoilError::new(ErrorCode::GgufInvalid, format!("{dk} is not a bool")))?,
+                    Some(v) => v
+                        .as_bool()
+                        .ok_or_else(|| CoilError::new(ErrorCode::GgufInvalid, format!("{dk} is not a bool")))?,
                 };
                 let ek = k("ssm.dt_b_c_rms_epsilon");
                 if let Some(v) = file.get(&ek) {
-                    let e = v.as_f64().ok_or_else(|| CoilError::new(ErrorCode::GgufInvalid, format!("{ek} is not a number")))? as f32;
+                    let e = v
+                        .as_f64()
+                        .ok_or_else(|| CoilError::new(ErrorCode::GgufInvalid, format!("{ek} is not a number")))?
+                        as f32;
                     if !(e.is_finite() && e >= 0.0) {
-                        return Err(CoilError::new(ErrorCode::GgufInvalid, format!("{ek} = {e} is not a non-negative number")));
+                        return Err(CoilError::new(
+                            ErrorCode::GgufInvalid,
+                            format!("{ek} = {e} is not a non-negative number"),
+                        ));
                     }
                     hp.dt_b_c_eps = e;
                 }

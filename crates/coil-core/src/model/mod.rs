@@ -17,9 +17,9 @@
 pub(crate) mod compat;
 pub mod graph;
 pub mod hparams;
+mod load;
 pub mod synth;
 pub mod weights;
-mod load;
 
 use crate::error::{CoilError, ErrorCode, Result};
 use crate::gguf::inspect::{inspect_json, InspectOptions};
@@ -129,7 +129,10 @@ impl Model {
             return Err(CoilError::new(ErrorCode::InvalidArgument, "the model already has its weights"));
         }
         let p = self.pending.take().ok_or_else(|| {
-            CoilError::new(ErrorCode::InvalidArgument, "no tensor data was pushed: call weights_plan and push_tensor_bytes first")
+            CoilError::new(
+                ErrorCode::InvalidArgument,
+                "no tensor data was pushed: call weights_plan and push_tensor_bytes first",
+            )
         })?;
         if let Some(msg) = p.incomplete() {
             self.pending = Some(p);
@@ -214,9 +217,7 @@ impl Model {
     /// The text of each token on its own (lossy where a token is part of a UTF-8 character).
     pub fn pieces(&self, ids: &[u32], special: bool) -> Result<Vec<String>> {
         let t = self.check_ids(ids)?;
-        ids.iter()
-            .map(|&id| t.token_to_piece(id, special).map(|b| String::from_utf8_lossy(&b).into_owned()))
-            .collect()
+        ids.iter().map(|&id| t.token_to_piece(id, special).map(|b| String::from_utf8_lossy(&b).into_owned())).collect()
     }
 
     /// Special token ids and tokenizer flags as JSON, for the facade's `model.tokens`.

@@ -24,7 +24,8 @@ pub struct SynthSpec {
     pub head_dim: usize,
     /// Mamba-2 only.
     pub n_group: usize,
-    /// Type of the matrices (embedding and projections).
+    /// Type of the matrices (embedding and projections); matrices whose rows are not whole blocks
+    /// of it are written as F16.
     pub matrix_type: GgmlType,
     /// No `output.weight` (the embedding is reused).
     pub tied: bool,
@@ -117,8 +118,9 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 /// `rows` × `cols` values as `ty` bytes.
 fn encode(ty: GgmlType, v: &[f32], cols: usize) -> Result<Vec<u8>> {
-    let rb = crate::quant::row_bytes(ty, cols)
-        .ok_or_else(|| CoilError::new(ErrorCode::InvalidArgument, format!("{cols} columns are not whole {ty} blocks")))?;
+    let rb = crate::quant::row_bytes(ty, cols).ok_or_else(|| {
+        CoilError::new(ErrorCode::InvalidArgument, format!("{cols} columns are not whole {ty} blocks"))
+    })?;
     let rows = v.len() / cols;
     let mut out = vec![0u8; rb * rows];
     for r in 0..rows {
@@ -151,8 +153,11 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
             (e, 1)
         }
         Arch::Mamba2 => {
-            if s.head_dim == 0 || e % s.head_dim != 0 || (e / s.head_dim) % s.n_group.max(1) != 0 {
-                return Err(CoilError::new(ErrorCode::InvalidArgument, "synth: d_inner / head_dim / n_group do not divide"));
+            if s.head_dim == 0 || !e.is_multiple_of(s.head_dim) || !(e / s.head_dim).is_multiple_of(s.n_group.max(1)) {
+                return Err(CoilError::new(
+                    ErrorCode::InvalidArgument,
+                    "synth: d_inner / head_dim / n_group do not divide",
+                ));
             }
             w.add_metadata(format!("{a}.ssm.time_step_rank"), u32v(e / s.head_dim));
             w.add_metadata(format!("{a}.ssm.group_count"), u32v(s.n_group));
@@ -160,10 +165,16 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
         }
     };
     w.add_metadata(format!("{a}.attention.layer_norm_rms_epsilon"), GgufValue::F32(s.eps));
+    // No vocabulary, in the form llama.cpp accepts (so `llama-bench` runs the same file).
+    w.add_metadata(format!("{a}.vocab_size"), u32v(s.n_vocab));
+    w.add_metadata("tokenizer.ggml.model", GgufValue::String("none".into()));
     let mt = s.matrix_type;
     let mut mat = |w: &mut GgufWriter, name: String, rows: usize, cols: usize, scale: f32| -> Result<()> {
         let v = g.sym(rows * cols, scale);
-        w.add_tensor(name, vec![cols as u64, rows as u64], mt.id(), encode(mt, &v, cols)?)?;
+        // Rows that are not whole blocks of the type fall back to F16 (as llama-quantize falls
+        // back for e.g. ssm_dt, whose rows are dt_rank long).
+        let ty = if (cols as u64).is_multiple_of(mt.block_size()) { mt } else { GgmlType::F16 };
+        w.add_tensor(name, vec![cols as u64, rows as u64], ty.id(), encode(ty, &v, cols)?)?;
         Ok(())
     };
     mat(&mut w, "token_embd.weight".into(), s.n_vocab, d, 1.0)?;
@@ -182,10 +193,13 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
         f32t(&mut w, b("attn_norm.weight"), vec![d as u64], g2.range(d, 0.8, 1.2))?;
         // dt_bias = softplus⁻¹(dt) for dt log-uniform in [1e-3, 1e-1], as mamba_ssm initialises it.
         let dt_bias = |g: &mut Gen, m: usize| -> Vec<f32> {
-            g.range(m, (1e-3f32).ln(), (1e-1f32).ln()).iter().map(|l| {
-                let dt = l.exp();
-                dt + (-(-dt).exp_m1()).ln()
-            }).collect()
+            g.range(m, (1e-3f32).ln(), (1e-1f32).ln())
+                .iter()
+                .map(|l| {
+                    let dt = l.exp();
+                    dt + (-(-dt).exp_m1()).ln()
+                })
+                .collect()
         };
         match s.arch {
             Arch::Mamba => {

@@ -79,7 +79,8 @@ fn specs(hp: &HParams) -> Vec<Spec> {
     let (d, e, n, k) = (hp.n_embd as u64, hp.d_inner as u64, hp.d_state as u64, hp.d_conv as u64);
     let v = hp.n_vocab as u64;
     let mut s = Vec::new();
-    let mut add = |name: String, shapes: Vec<Vec<u64>>, kind: Kind, required: bool| s.push(Spec { name, shapes, kind, required });
+    let mut add =
+        |name: String, shapes: Vec<Vec<u64>>, kind: Kind, required: bool| s.push(Spec { name, shapes, kind, required });
     add("token_embd.weight".into(), vec![vec![d, v]], Kind::Matrix, true);
     add("output_norm.weight".into(), vec![vec![d]], Kind::F32, true);
     add("output.weight".into(), vec![vec![d, v]], Kind::Matrix, false);
@@ -146,7 +147,8 @@ impl Plan {
             ));
         }
         hp.n_vocab = dims[1] as usize;
-        let index_of: HashMap<&str, usize> = file.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+        let index_of: HashMap<&str, usize> =
+            file.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
         let mut tensors = Vec::new();
         let mut by_name = HashMap::new();
         for spec in specs(&hp) {
@@ -180,7 +182,10 @@ impl Plan {
                 ));
             }
             let ty = t.ggml_type.ok_or_else(|| {
-                CoilError::new(ErrorCode::UnsupportedType, format!("tensor {} has unknown type id {}", spec.name, t.type_id))
+                CoilError::new(
+                    ErrorCode::UnsupportedType,
+                    format!("tensor {} has unknown type id {}", spec.name, t.type_id),
+                )
             })?;
             match spec.kind {
                 Kind::F32 if ty != GgmlType::F32 => {
@@ -201,12 +206,18 @@ impl Plan {
                 _ => {}
             }
             let range = file.tensor_range(t).ok_or_else(|| {
-                CoilError::new(ErrorCode::BadTensorShape, format!("tensor {}: its size is not a whole number of {ty} blocks", spec.name))
+                CoilError::new(
+                    ErrorCode::BadTensorShape,
+                    format!("tensor {}: its size is not a whole number of {ty} blocks", spec.name),
+                )
             })?;
             if range.end > file.file_size {
                 return Err(CoilError::new(
                     ErrorCode::GgufTensorOutOfBounds,
-                    format!("tensor {}: its data ends at byte {} of a {}-byte file", spec.name, range.end, file.file_size),
+                    format!(
+                        "tensor {}: its data ends at byte {} of a {}-byte file",
+                        spec.name, range.end, file.file_size
+                    ),
                 ));
             }
             let n_cols = got.first().copied().unwrap_or(1) as usize;
@@ -243,9 +254,9 @@ pub(crate) struct OwnedBuf {
 impl OwnedBuf {
     fn new(len: usize) -> Result<OwnedBuf> {
         let mut words = Vec::new();
-        words.try_reserve_exact(len.div_ceil(4)).map_err(|_| {
-            CoilError::new(ErrorCode::Io, format!("out of memory allocating {len} bytes for a tensor"))
-        })?;
+        words
+            .try_reserve_exact(len.div_ceil(4))
+            .map_err(|_| CoilError::new(ErrorCode::Io, format!("out of memory allocating {len} bytes for a tensor")))?;
         words.resize(len.div_ceil(4), 0);
         Ok(OwnedBuf { words, len })
     }
@@ -272,6 +283,7 @@ pub(crate) struct Loc {
     /// Plan position (owned storage).
     slot: usize,
     /// Absolute file offset (mapped storage).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     offset: u64,
     len: usize,
 }
@@ -373,7 +385,9 @@ impl Weights {
             f32s(name).ok_or_else(|| CoilError::new(ErrorCode::MissingTensor, format!("missing tensor {name}")))
         };
         let mat = |name: &str| -> Result<Matrix> {
-            let t = plan.get(name).ok_or_else(|| CoilError::new(ErrorCode::MissingTensor, format!("missing tensor {name}")))?;
+            let t = plan
+                .get(name)
+                .ok_or_else(|| CoilError::new(ErrorCode::MissingTensor, format!("missing tensor {name}")))?;
             let m = Matrix { ty: t.ty, n_rows: t.n_rows, n_cols: t.n_cols, loc: loc(t) };
             // Validate once here, so evaluation never meets a bad matrix.
             WeightRef::new(m.ty, storage.bytes(m.loc), m.n_rows, m.n_cols)
@@ -485,14 +499,18 @@ impl Pending {
 
     /// `(tensor_index, absolute_file_offset, len)` per needed tensor, in file order.
     pub fn list(&self) -> Vec<(usize, u64, u64)> {
-        let mut v: Vec<(usize, u64, u64)> = self.plan.tensors.iter().map(|t| (t.index, t.offset, t.len as u64)).collect();
+        let mut v: Vec<(usize, u64, u64)> =
+            self.plan.tensors.iter().map(|t| (t.index, t.offset, t.len as u64)).collect();
         v.sort_by_key(|x| x.1);
         v
     }
 
     pub fn push(&mut self, tensor_index: usize, offset: u64, data: &[u8]) -> Result<()> {
         let &slot = self.slot_of.get(&tensor_index).ok_or_else(|| {
-            CoilError::new(ErrorCode::InvalidArgument, format!("tensor {tensor_index} is not one the model needs (see weights_plan)"))
+            CoilError::new(
+                ErrorCode::InvalidArgument,
+                format!("tensor {tensor_index} is not one the model needs (see weights_plan)"),
+            )
         })?;
         let t = &self.plan.tensors[slot];
         let start = usize::try_from(offset).ok().filter(|&s| s <= t.len);
@@ -500,7 +518,12 @@ impl Pending {
         let (Some(start), Some(end)) = (start, end) else {
             return Err(CoilError::new(
                 ErrorCode::InvalidArgument,
-                format!("{} bytes at offset {offset} run past the end of tensor {} ({} bytes)", data.len(), t.name, t.len),
+                format!(
+                    "{} bytes at offset {offset} run past the end of tensor {} ({} bytes)",
+                    data.len(),
+                    t.name,
+                    t.len
+                ),
             ));
         };
         if data.is_empty() {

@@ -247,7 +247,10 @@ mod x86 {
                     let d = amax / 127.0;
                     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                     let idv = _mm256_set1_ps(id);
-                    let q: [__m256i; 4] = std::array::from_fn(|k| _mm256_cvttps_epi32(round_away(_mm256_mul_ps(v[k], idv))));
+                    let mut q = [_mm256_setzero_si256(); 4];
+                    for k in 0..4 {
+                        q[k] = _mm256_cvttps_epi32(round_away(_mm256_mul_ps(v[k], idv)));
+                    }
                     let packed = pack4(q[0], q[1], q[2], q[3]);
                     _mm256_storeu_si256(a.q.as_mut_ptr().add(32 * b) as *mut __m256i, packed);
                     let sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(sext8(q[0]), sext8(q[1])), _mm256_add_epi32(sext8(q[2]), sext8(q[3]))));
@@ -287,9 +290,10 @@ mod x86 {
                     let isv = _mm256_set1_ps(iscale);
                     for j in 0..8 {
                         let c127 = _mm256_set1_epi32(127);
-                        let qi: [__m256i; 4] = std::array::from_fn(|k| {
-                            _mm256_min_epi32(nearest_int(_mm256_mul_ps(isv, _mm256_loadu_ps(p.add(32 * j + 8 * k)))), c127)
-                        });
+                        let mut qi = [_mm256_setzero_si256(); 4];
+                        for k in 0..4 {
+                            qi[k] = _mm256_min_epi32(nearest_int(_mm256_mul_ps(isv, _mm256_loadu_ps(p.add(32 * j + 8 * k)))), c127);
+                        }
                         _mm256_storeu_si256(q.add(32 * j) as *mut __m256i, pack4(qi[0], qi[1], qi[2], qi[3]));
                         let s01 = hsum_i32(_mm256_add_epi32(sext8(qi[0]), sext8(qi[1])));
                         let s23 = hsum_i32(_mm256_add_epi32(sext8(qi[2]), sext8(qi[3])));

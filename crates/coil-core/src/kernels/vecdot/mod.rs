@@ -20,7 +20,7 @@ pub mod generic;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
-pub(crate) mod x86_avx512;
+pub mod x86_avx512;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) mod wasm_simd128;
 
@@ -39,10 +39,30 @@ pub(crate) struct TileArgs {
     /// `out[t * out_stride + r]` for tile-local row r and token t.
     pub out: *mut f32,
     pub out_stride: usize,
+    /// Whether to prefetch the weights ahead (they stream from memory: matrix-vector products).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub prefetch: bool,
 }
 
-/// A tile function: computes `rm × rn` outputs (1 ≤ rm ≤ RM, 1 ≤ rn ≤ RN of its kernel).
-pub(crate) type TileFn = unsafe fn(rm: usize, rn: usize, a: &TileArgs);
+/// A tile function: computes `rows × rn` outputs (any number of rows: the function walks them in
+/// tiles of its kernel's RM; 1 ≤ rn ≤ RN).
+pub(crate) type TileFn = unsafe fn(rows: usize, rn: usize, a: &TileArgs);
+
+/// Decodes `rows` weight rows (all groups) into `dst`, `bytes_per_group` per group, rows back to
+/// back: the form a [`PreDecode::tile`] reads (then `TileArgs::w` = `dst` and
+/// `TileArgs::row_bytes` = groups × `bytes_per_group`).
+pub(crate) type DecodeFn = unsafe fn(rows: usize, a: &TileArgs, dst: *mut u8);
+
+/// Weights decoded once and reused across token tiles (prompt processing). Gives bit-identical
+/// results to the kernel's direct tile.
+#[derive(Clone, Copy)]
+pub(crate) struct PreDecode {
+    /// Weight values per group and decoded bytes per group.
+    pub group: usize,
+    pub bytes_per_group: usize,
+    pub decode: DecodeFn,
+    pub tile: TileFn,
+}
 
 /// Which activation quantization a quantized weight type pairs with (ggml's `vec_dot_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +85,7 @@ pub(crate) struct QKernel {
     pub tile: TileFn,
     pub rm: usize,
     pub rn: usize,
+    pub pre: Option<PreDecode>,
 }
 
 /// A float-weight kernel (activations are the f32 rows themselves).
@@ -82,31 +103,38 @@ pub(crate) enum Kernel {
     Quant(QKernel),
 }
 
-/// Expands a const-generic tile function over every (rm, rn) up to (RM, RN) = (4, 8).
+/// Defines `$name: TileFn` from a const-generic tile `$f::<.., RM, RN>`: walks the rows in tiles of
+/// up to `$rm` (the last one smaller) and dispatches on the tile shape.
 macro_rules! tile_dispatch {
     ($name:ident, $f:ident :: <$($g:ty),*>, $rm:literal, $rn:literal) => {
-        unsafe fn $name(rm: usize, rn: usize, a: &$crate::kernels::vecdot::TileArgs) {
+        unsafe fn $name(rows: usize, rn: usize, a: &$crate::kernels::vecdot::TileArgs) {
             macro_rules! go {
-                ($m:literal) => {
+                ($m:literal, $a:expr) => {
                     match rn {
-                        1 => $f::<$($g,)* $m, 1>(a),
-                        2 if $rn >= 2 => $f::<$($g,)* $m, 2>(a),
-                        3 if $rn >= 3 => $f::<$($g,)* $m, 3>(a),
-                        4 if $rn >= 4 => $f::<$($g,)* $m, 4>(a),
-                        5 if $rn >= 5 => $f::<$($g,)* $m, 5>(a),
-                        6 if $rn >= 6 => $f::<$($g,)* $m, 6>(a),
-                        7 if $rn >= 7 => $f::<$($g,)* $m, 7>(a),
-                        8 if $rn >= 8 => $f::<$($g,)* $m, 8>(a),
+                        1 => $f::<$($g,)* $m, 1>($a),
+                        2 if $rn >= 2 => $f::<$($g,)* $m, 2>($a),
+                        3 if $rn >= 3 => $f::<$($g,)* $m, 3>($a),
+                        4 if $rn >= 4 => $f::<$($g,)* $m, 4>($a),
+                        5 if $rn >= 5 => $f::<$($g,)* $m, 5>($a),
+                        6 if $rn >= 6 => $f::<$($g,)* $m, 6>($a),
+                        7 if $rn >= 7 => $f::<$($g,)* $m, 7>($a),
+                        8 if $rn >= 8 => $f::<$($g,)* $m, 8>($a),
                         _ => unreachable!("tile width {rn}"),
                     }
                 };
             }
-            match rm {
-                1 => go!(1),
-                2 if $rm >= 2 => go!(2),
-                3 if $rm >= 3 => go!(3),
-                4 if $rm >= 4 => go!(4),
-                _ => unreachable!("tile height {rm}"),
+            let mut r = 0;
+            while r < rows {
+                let m = (rows - r).min($rm);
+                let sub = $crate::kernels::vecdot::TileArgs { w: a.w.add(r * a.row_bytes), out: a.out.add(r), ..*a };
+                match m {
+                    1 => go!(1, &sub),
+                    2 if $rm >= 2 => go!(2, &sub),
+                    3 if $rm >= 3 => go!(3, &sub),
+                    4 if $rm >= 4 => go!(4, &sub),
+                    _ => unreachable!("tile height {m}"),
+                }
+                r += m;
             }
         }
     };

@@ -16,21 +16,26 @@ use std::arch::wasm32::*;
 pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
     macro_rules! q {
         ($d:ty, $act:expr, $tile:ident) => {
-            Kernel::Quant(QKernel { act: $act, group: <$d>::GE, rec_bytes: <$d>::RB, pack: <$d>::pack, tile: $tile, rm: 2, rn: 4 })
+            Kernel::Quant(QKernel { act: $act, group: <$d>::GE, rec_bytes: <$d>::RB, pack: <$d>::pack, tile: $tile, rm: 2, rn: 4, pre: None })
+        };
+    }
+    macro_rules! k {
+        ($tile:ident) => {
+            Kernel::Quant(QKernel { act: ActKind::Q8K, group: 256, rec_bytes: K_RB, pack: pack_k, tile: $tile, rm: 2, rn: 4, pre: None })
         };
     }
     Some(match ty {
-        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: 4, rn: 2 }),
-        GgmlType::F16 => Kernel::Float(FKernel { tile: tile_f16, rm: 4, rn: 2 }),
-        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: 4, rn: 2 }),
+        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: 3, rn: 2 }),
+        GgmlType::F16 => Kernel::Float(FKernel { tile: tile_f16, rm: 3, rn: 2 }),
+        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: 3, rn: 2 }),
         GgmlType::Q8_0 => q!(Q8_0, ActKind::Q8_0, tile_q8_0),
         GgmlType::Q4_0 => q!(Q4_0, ActKind::Q8_0, tile_q4_0),
         GgmlType::Q4_1 => q!(Q4_1, ActKind::Q8_1, tile_q4_1),
         GgmlType::Q5_0 => q!(Q5_0, ActKind::Q8_0, tile_q5_0),
         GgmlType::Q5_1 => q!(Q5_1, ActKind::Q8_1, tile_q5_1),
-        GgmlType::Q4_K => q!(Q4K, ActKind::Q8K, tile_q4_k),
-        GgmlType::Q5_K => q!(Q5K, ActKind::Q8K, tile_q5_k),
-        GgmlType::Q6_K => q!(Q6K, ActKind::Q8K, tile_q6_k),
+        GgmlType::Q4_K => k!(tile_q4_k),
+        GgmlType::Q5_K => k!(tile_q5_k),
+        GgmlType::Q6_K => k!(tile_q6_k),
         _ => return None,
     })
 }
@@ -138,17 +143,23 @@ unsafe fn nib_i16(p: *const u8, off: i16) -> [v128; 4] {
     ]
 }
 
-/// 5-bit legacy quants (scalar decode into the i16 form).
+/// 5-bit legacy quants: nibbles plus the 5th bits from `qh` (bit j of the u32 for value j).
 #[inline(always)]
 unsafe fn q5_i16(qh_p: *const u8, qs: *const u8, off: i16) -> [v128; 4] {
-    let qh = u32::from_le_bytes([*qh_p, *qh_p.add(1), *qh_p.add(2), *qh_p.add(3)]);
-    let mut v = [0i16; 32];
-    for j in 0..16 {
-        let b = *qs.add(j);
-        v[j] = ((b & 0x0F) | ((((qh >> j) & 1) << 4) as u8)) as i16 - off;
-        v[j + 16] = ((b >> 4) | ((((qh >> (j + 16)) & 1) << 4) as u8)) as i16 - off;
-    }
-    std::array::from_fn(|k| v128_load(v.as_ptr().add(8 * k) as *const v128))
+    let qh = v128_load32_splat(qh_p as *const u32);
+    let bits = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+    let h0 = v128_and(i8x16_eq(v128_and(i8x16_swizzle(qh, u8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)), bits), bits), u8x16_splat(0x10));
+    let h1 = v128_and(i8x16_eq(v128_and(i8x16_swizzle(qh, u8x16(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)), bits), bits), u8x16_splat(0x10));
+    let q = v128_load(qs as *const v128);
+    let lo = v128_or(v128_and(q, u8x16_splat(0x0F)), h0);
+    let hi = v128_or(u8x16_shr(q, 4), h1);
+    let o = i16x8_splat(off);
+    [
+        i16x8_sub(u16x8_extend_low_u8x16(lo), o),
+        i16x8_sub(u16x8_extend_high_u8x16(lo), o),
+        i16x8_sub(u16x8_extend_low_u8x16(hi), o),
+        i16x8_sub(u16x8_extend_high_u8x16(hi), o),
+    ]
 }
 
 struct Q4_0;
@@ -256,10 +267,21 @@ impl DecW for Q8_0 {
     }
 }
 
-/// K-quant weights as i16: 32 vectors of 8 values; scales per 32 (Q4_K/Q5_K) or 16 (Q6_K) values.
+/// K-quant decoders, one sub-block at a time (decoded straight into registers and used at once:
+/// no super-block sized intermediate).
+trait KDec {
+    const GB: usize;
+    /// Sub-blocks per super-block (8 of 32 values or 16 of 16) and i16x8 vectors per sub-block.
+    const NSUB: usize;
+    const UNITS: usize;
+    const MINS: bool;
+    unsafe fn head(p: *const u8) -> KHead;
+    /// Sub-block `s` of the super-block at `p` as signed i16 (offsets removed).
+    unsafe fn sub(p: *const u8, s: usize, out: &mut [v128; 4]);
+}
+
 #[derive(Clone, Copy)]
-struct KW {
-    q: [v128; 32],
+struct KHead {
     sc: [i32; 16],
     m: [i32; 8],
     d: f32,
@@ -267,31 +289,98 @@ struct KW {
 }
 
 #[inline(always)]
-unsafe fn k4_scales(p: *const u8) -> ([i32; 16], [i32; 8], f32, f32) {
+unsafe fn k4_head(p: *const u8) -> KHead {
     let (s, m) = super::generic::k4_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
-    let mut sc = [0i32; 16];
+    let mut h = KHead { sc: [0; 16], m: [0; 8], d: rd_f16(p), dmin: rd_f16(p.add(2)) };
     for j in 0..8 {
-        sc[j] = s[j] as i32;
+        h.sc[j] = s[j] as i32;
+        h.m[j] = m[j] as i32;
     }
-    (sc, std::array::from_fn(|j| m[j] as i32), rd_f16(p), rd_f16(p.add(2)))
+    h
 }
 
+/// 32 bytes of nibbles (low or high half) -> 4 i16x8.
 #[inline(always)]
-unsafe fn k4_pair(w: &KW, rec: *const u8, acc: v128) -> v128 {
-    let mut is = i32x4_splat(0);
-    for s in 0..8 {
-        let r = rec.add(64 * s);
-        let a = i32x4_add(i32x4_dot_i16x8(w.q[4 * s], ld(r)), i32x4_dot_i16x8(w.q[4 * s + 1], ld(r.add(16))));
-        let b = i32x4_add(i32x4_dot_i16x8(w.q[4 * s + 2], ld(r.add(32))), i32x4_dot_i16x8(w.q[4 * s + 3], ld(r.add(48))));
-        is = i32x4_add(is, i32x4_mul(i32x4_add(a, b), i32x4_splat(w.sc[s])));
+unsafe fn nib32(raw0: v128, raw1: v128, high: bool, out: &mut [v128; 4]) {
+    let (a, b) = if high {
+        (u8x16_shr(raw0, 4), u8x16_shr(raw1, 4))
+    } else {
+        (v128_and(raw0, u8x16_splat(0x0F)), v128_and(raw1, u8x16_splat(0x0F)))
+    };
+    out[0] = u16x8_extend_low_u8x16(a);
+    out[1] = u16x8_extend_high_u8x16(a);
+    out[2] = u16x8_extend_low_u8x16(b);
+    out[3] = u16x8_extend_high_u8x16(b);
+}
+
+impl KDec for Q4K {
+    const GB: usize = 144;
+    const NSUB: usize = 8;
+    const UNITS: usize = 4;
+    const MINS: bool = true;
+    #[inline(always)]
+    unsafe fn head(p: *const u8) -> KHead {
+        k4_head(p)
     }
-    let mut mi = 0i32;
-    for s in 0..8 {
-        mi += w.m[s] * (rd_i32(rec.add(512 + 8 * s)) + rd_i32(rec.add(516 + 8 * s)));
+    #[inline(always)]
+    unsafe fn sub(p: *const u8, s: usize, out: &mut [v128; 4]) {
+        let q = p.add(16 + 32 * (s / 2));
+        nib32(ld(q), ld(q.add(16)), s % 2 == 1, out);
     }
-    let dx = rd_f32(rec.add(576));
-    let acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(is), f32x4_splat(w.d * dx)));
-    f32x4_add(acc, f32x4_splat(mi as f32 * (-w.dmin * dx) * 0.25))
+}
+
+impl KDec for Q5K {
+    const GB: usize = 176;
+    const NSUB: usize = 8;
+    const UNITS: usize = 4;
+    const MINS: bool = true;
+    #[inline(always)]
+    unsafe fn head(p: *const u8) -> KHead {
+        k4_head(p)
+    }
+    #[inline(always)]
+    unsafe fn sub(p: *const u8, s: usize, out: &mut [v128; 4]) {
+        let q = p.add(48 + 32 * (s / 2));
+        let (mut a, mut b) = if s % 2 == 1 {
+            (u8x16_shr(ld(q), 4), u8x16_shr(ld(q.add(16)), 4))
+        } else {
+            (v128_and(ld(q), u8x16_splat(0x0F)), v128_and(ld(q.add(16)), u8x16_splat(0x0F)))
+        };
+        let one = u8x16_splat(1);
+        a = v128_or(a, i8x16_shl(v128_and(u8x16_shr(ld(p.add(16)), s as u32), one), 4));
+        b = v128_or(b, i8x16_shl(v128_and(u8x16_shr(ld(p.add(32)), s as u32), one), 4));
+        out[0] = u16x8_extend_low_u8x16(a);
+        out[1] = u16x8_extend_high_u8x16(a);
+        out[2] = u16x8_extend_low_u8x16(b);
+        out[3] = u16x8_extend_high_u8x16(b);
+    }
+}
+
+impl KDec for Q6K {
+    const GB: usize = 210;
+    const NSUB: usize = 16;
+    const UNITS: usize = 2;
+    const MINS: bool = false;
+    #[inline(always)]
+    unsafe fn head(p: *const u8) -> KHead {
+        let mut h = KHead { sc: [0; 16], m: [0; 8], d: rd_f16(p.add(208)), dmin: 0.0 };
+        for j in 0..16 {
+            h.sc[j] = *p.add(192 + j) as i8 as i32;
+        }
+        h
+    }
+    #[inline(always)]
+    unsafe fn sub(p: *const u8, s: usize, out: &mut [v128; 4]) {
+        // values 16s..16s+15 = 128h + 32g + 16b + (0..16)
+        let (h, g, b) = (s / 8, (s % 8) / 2, s % 2);
+        let ql = ld(p.add(64 * h + 32 * (g & 1) + 16 * b));
+        let qh = ld(p.add(128 + 32 * h + 16 * b));
+        let lo = if g < 2 { v128_and(ql, u8x16_splat(0x0F)) } else { u8x16_shr(ql, 4) };
+        let hi = i8x16_shl(v128_and(u8x16_shr(qh, 2 * g as u32), u8x16_splat(3)), 4);
+        let q = i8x16_sub(v128_or(lo, hi), i8x16_splat(32));
+        out[0] = i16x8_extend_low_i8x16(q);
+        out[1] = i16x8_extend_high_i8x16(q);
+    }
 }
 
 #[inline(always)]
@@ -299,118 +388,55 @@ unsafe fn rd_i32(p: *const u8) -> i32 {
     i32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)])
 }
 
-impl DecW for Q4K {
-    const GE: usize = 256;
-    const GB: usize = 144;
-    const RB: usize = K_RB;
-    type W = KW;
-    #[inline(always)]
-    unsafe fn decode(p: *const u8) -> KW {
-        let mut q = [i32x4_splat(0); 32];
-        for c in 0..4 {
-            for half in 0..2 {
-                let raw = ld(p.add(16 + 32 * c + 16 * half));
-                let lo = v128_and(raw, u8x16_splat(0x0F));
-                let hi = u8x16_shr(raw, 4);
-                // sub-block 2c: values 16*half.. (lo), sub-block 2c+1 (hi)
-                q[8 * c + 2 * half] = u16x8_extend_low_u8x16(lo);
-                q[8 * c + 2 * half + 1] = u16x8_extend_high_u8x16(lo);
-                q[8 * c + 4 + 2 * half] = u16x8_extend_low_u8x16(hi);
-                q[8 * c + 4 + 2 * half + 1] = u16x8_extend_high_u8x16(hi);
-            }
+unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
+    let n_groups = a.n_cols / 256;
+    let mut acc = [[f32x4_splat(0.0); RN]; RM];
+    for g in 0..n_groups {
+        let mut rows = [a.w; RM];
+        let mut head = [KHead { sc: [0; 16], m: [0; 8], d: 0.0, dmin: 0.0 }; RM];
+        for r in 0..RM {
+            rows[r] = a.w.add(r * a.row_bytes + g * K::GB);
+            head[r] = K::head(rows[r]);
         }
-        let (sc, m, d, dmin) = k4_scales(p);
-        KW { q, sc, m, d, dmin }
-    }
-    #[inline(always)]
-    unsafe fn pair(w: &KW, rec: *const u8, acc: v128) -> v128 {
-        k4_pair(w, rec, acc)
-    }
-    fn pack(a: &NatAct, dst: &mut [u8]) {
-        pack_k(a, dst)
-    }
-}
-
-impl DecW for Q5K {
-    const GE: usize = 256;
-    const GB: usize = 176;
-    const RB: usize = K_RB;
-    type W = KW;
-    #[inline(always)]
-    unsafe fn decode(p: *const u8) -> KW {
-        let mut v = [0i16; 256];
-        let qh = std::slice::from_raw_parts(p.add(16), 32);
-        let ql = std::slice::from_raw_parts(p.add(48), 128);
-        for c in 0..4 {
-            for l in 0..32 {
-                let b = ql[32 * c + l];
-                v[64 * c + l] = ((b & 0x0F) + if qh[l] & (1 << (2 * c)) != 0 { 16 } else { 0 }) as i16;
-                v[64 * c + 32 + l] = ((b >> 4) + if qh[l] & (2 << (2 * c)) != 0 { 16 } else { 0 }) as i16;
-            }
+        let mut recs = [a.act; RN];
+        for (t, rec) in recs.iter_mut().enumerate() {
+            *rec = a.act.add(t * a.act_stride + g * K_RB);
         }
-        let q = std::array::from_fn(|k| v128_load(v.as_ptr().add(8 * k) as *const v128));
-        let (sc, m, d, dmin) = k4_scales(p);
-        KW { q, sc, m, d, dmin }
-    }
-    #[inline(always)]
-    unsafe fn pair(w: &KW, rec: *const u8, acc: v128) -> v128 {
-        k4_pair(w, rec, acc)
-    }
-    fn pack(a: &NatAct, dst: &mut [u8]) {
-        pack_k(a, dst)
-    }
-}
-
-impl DecW for Q6K {
-    const GE: usize = 256;
-    const GB: usize = 210;
-    const RB: usize = K_RB;
-    type W = KW;
-    #[inline(always)]
-    unsafe fn decode(p: *const u8) -> KW {
-        let mut q = [i32x4_splat(0); 32];
-        let m4 = u8x16_splat(0x0F);
-        let m2 = u8x16_splat(0x03);
-        let c32 = i8x16_splat(32);
-        for h in 0..2 {
-            for half in 0..2 {
-                // values l = 16*half .. 16*half+15 of each of the four 32-value groups g
-                let ql0 = ld(p.add(64 * h + 16 * half));
-                let ql1 = ld(p.add(64 * h + 32 + 16 * half));
-                let qh = ld(p.add(128 + 32 * h + 16 * half));
-                let g: [v128; 4] = [
-                    v128_or(v128_and(ql0, m4), i8x16_shl(v128_and(qh, m2), 4)),
-                    v128_or(v128_and(ql1, m4), i8x16_shl(v128_and(u8x16_shr(qh, 2), m2), 4)),
-                    v128_or(u8x16_shr(ql0, 4), i8x16_shl(v128_and(u8x16_shr(qh, 4), m2), 4)),
-                    v128_or(u8x16_shr(ql1, 4), i8x16_shl(u8x16_shr(qh, 6), 4)),
-                ];
-                for (gi, gv) in g.iter().enumerate() {
-                    let s = i8x16_sub(*gv, c32);
-                    let base = 16 * h + 4 * gi + 2 * half; // in units of 8 values
-                    q[base] = i16x8_extend_low_i8x16(s);
-                    q[base + 1] = i16x8_extend_high_i8x16(s);
+        let mut isum = [[i32x4_splat(0); RN]; RM];
+        for s in 0..K::NSUB {
+            for r in 0..RM {
+                let mut w = [i32x4_splat(0); 4];
+                K::sub(rows[r], s, &mut w);
+                let scv = i32x4_splat(head[r].sc[s]);
+                for t in 0..RN {
+                    let x = recs[t].add(s * K::UNITS * 16);
+                    let mut dot = i32x4_dot_i16x8(w[0], ld(x));
+                    for u in 1..K::UNITS {
+                        dot = i32x4_add(dot, i32x4_dot_i16x8(w[u], ld(x.add(16 * u))));
+                    }
+                    isum[r][t] = i32x4_add(isum[r][t], i32x4_mul(dot, scv));
                 }
             }
         }
-        let mut sc = [0i32; 16];
-        for (j, s) in sc.iter_mut().enumerate() {
-            *s = *p.add(192 + j) as i8 as i32;
+        for t in 0..RN {
+            let dx = rd_f32(recs[t].add(576));
+            for r in 0..RM {
+                let mut s = f32x4_add(acc[r][t], f32x4_mul(f32x4_convert_i32x4(isum[r][t]), f32x4_splat(head[r].d * dx)));
+                if K::MINS {
+                    let mut mi = 0i32;
+                    for j in 0..8 {
+                        mi += head[r].m[j] * (rd_i32(recs[t].add(512 + 8 * j)) + rd_i32(recs[t].add(516 + 8 * j)));
+                    }
+                    s = f32x4_add(s, f32x4_splat(mi as f32 * (-head[r].dmin * dx) * 0.25));
+                }
+                acc[r][t] = s;
+            }
         }
-        KW { q, sc, m: [0; 8], d: rd_f16(p.add(208)), dmin: 0.0 }
     }
-    #[inline(always)]
-    unsafe fn pair(w: &KW, rec: *const u8, acc: v128) -> v128 {
-        let mut is = i32x4_splat(0);
-        for s in 0..16 {
-            let r = rec.add(32 * s);
-            let a = i32x4_add(i32x4_dot_i16x8(w.q[2 * s], ld(r)), i32x4_dot_i16x8(w.q[2 * s + 1], ld(r.add(16))));
-            is = i32x4_add(is, i32x4_mul(a, i32x4_splat(w.sc[s])));
+    for t in 0..RN {
+        for r in 0..RM {
+            *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
         }
-        let dx = rd_f32(rec.add(576));
-        f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(is), f32x4_splat(w.d * dx)))
-    }
-    fn pack(a: &NatAct, dst: &mut [u8]) {
-        pack_k(a, dst)
     }
 }
 
@@ -418,7 +444,11 @@ unsafe fn tile_q<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n_groups = a.n_cols / D::GE;
     let mut acc = [[f32x4_splat(0.0); RN]; RM];
     for g in 0..n_groups {
-        let w: [D::W; RM] = std::array::from_fn(|r| D::decode(a.w.add(r * a.row_bytes + g * D::GB)));
+        // SAFETY: every W is plain SIMD vectors, ints and floats, for which all-zero bits are valid.
+        let mut w: [D::W; RM] = std::mem::zeroed();
+        for (r, wr) in w.iter_mut().enumerate() {
+            *wr = D::decode(a.w.add(r * a.row_bytes + g * D::GB));
+        }
         for t in 0..RN {
             let rec = a.act.add(t * a.act_stride + g * D::RB);
             for r in 0..RM {
@@ -438,12 +468,13 @@ tile_dispatch!(tile_q4_1, tile_q::<Q4_1>, 2, 4);
 tile_dispatch!(tile_q5_0, tile_q::<Q5_0>, 2, 4);
 tile_dispatch!(tile_q5_1, tile_q::<Q5_1>, 2, 4);
 tile_dispatch!(tile_q8_0, tile_q::<Q8_0>, 2, 4);
-tile_dispatch!(tile_q4_k, tile_q::<Q4K>, 2, 4);
-tile_dispatch!(tile_q5_k, tile_q::<Q5K>, 2, 4);
-tile_dispatch!(tile_q6_k, tile_q::<Q6K>, 2, 4);
+tile_dispatch!(tile_q4_k, tile_k::<Q4K>, 2, 4);
+tile_dispatch!(tile_q5_k, tile_k::<Q5K>, 2, 4);
+tile_dispatch!(tile_q6_k, tile_k::<Q6K>, 2, 4);
 
 trait FW {
-    unsafe fn load(p: *const u8, i: usize) -> v128;
+    /// 8 weights at element `i` as two f32x4.
+    unsafe fn load8(p: *const u8, i: usize) -> (v128, v128);
     unsafe fn scalar(p: *const u8, i: usize) -> f32;
 }
 struct WF32;
@@ -451,25 +482,42 @@ struct WF16;
 struct WBF16;
 impl FW for WF32 {
     #[inline(always)]
-    unsafe fn load(p: *const u8, i: usize) -> v128 {
-        v128_load(p.add(4 * i) as *const v128)
+    unsafe fn load8(p: *const u8, i: usize) -> (v128, v128) {
+        (ld(p.add(4 * i)), ld(p.add(4 * i + 16)))
     }
     #[inline(always)]
     unsafe fn scalar(p: *const u8, i: usize) -> f32 {
         rd_f32(p.add(4 * i))
     }
 }
+
+/// 4 halves (sign-extended to i32) -> f32 for finite values, exactly: shifted left by 13 the
+/// exponent and mantissa sit where an f32's do (the sign extension fills bits 28..31, of which
+/// the mask keeps bit 31), and a multiplication by 2^112 rebiases the exponent (subnormal halves
+/// included).
+#[inline(always)]
+fn f16_finite(ext: v128) -> v128 {
+    let bits = v128_and(i32x4_shl(ext, 13), u32x4_splat(0x8FFF_E000));
+    f32x4_mul(bits, f32x4_splat(f32::from_bits(0x7780_0000)))
+}
+
 impl FW for WF16 {
-    /// 4 halves -> f32, exactly (normals, subnormals, infinities; NaNs stay NaN).
+    /// Exact for every half (infinities and NaNs through a rarely taken branch).
     #[inline(always)]
-    unsafe fn load(p: *const u8, i: usize) -> v128 {
-        let w = u32x4_extend_low_u16x8(v128_load64_zero(p.add(2 * i) as *const u64));
-        let sign = i32x4_shl(v128_and(w, u32x4_splat(0x8000)), 16);
-        let em = i32x4_shl(v128_and(w, u32x4_splat(0x7fff)), 13);
-        let fin = f32x4_mul(em, f32x4_splat(f32::from_bits(0x7780_0000))); // 2^112
-        let is_inf_nan = i32x4_eq(v128_and(w, u32x4_splat(0x7c00)), u32x4_splat(0x7c00));
-        let inf_nan = v128_or(em, u32x4_splat(0x7f80_0000));
-        v128_or(v128_bitselect(inf_nan, fin, is_inf_nan), sign)
+    unsafe fn load8(p: *const u8, i: usize) -> (v128, v128) {
+        let h = ld(p.add(2 * i));
+        let lo = f16_finite(i32x4_extend_low_i16x8(h));
+        let hi = f16_finite(i32x4_extend_high_i16x8(h));
+        let e = u16x8_splat(0x7c00);
+        let special = i16x8_eq(v128_and(h, e), e);
+        if v128_any_true(special) {
+            let ones = u32x4_splat(0x7f80_0000);
+            let sl = i32x4_extend_low_i16x8(special);
+            let sh = i32x4_extend_high_i16x8(special);
+            (v128_bitselect(v128_or(lo, ones), lo, sl), v128_bitselect(v128_or(hi, ones), hi, sh))
+        } else {
+            (lo, hi)
+        }
     }
     #[inline(always)]
     unsafe fn scalar(p: *const u8, i: usize) -> f32 {
@@ -478,8 +526,9 @@ impl FW for WF16 {
 }
 impl FW for WBF16 {
     #[inline(always)]
-    unsafe fn load(p: *const u8, i: usize) -> v128 {
-        i32x4_shl(u32x4_extend_low_u16x8(v128_load64_zero(p.add(2 * i) as *const u64)), 16)
+    unsafe fn load8(p: *const u8, i: usize) -> (v128, v128) {
+        let h = ld(p.add(2 * i));
+        (i32x4_shl(u32x4_extend_low_u16x8(h), 16), i32x4_shl(u32x4_extend_high_u16x8(h), 16))
     }
     #[inline(always)]
     unsafe fn scalar(p: *const u8, i: usize) -> f32 {
@@ -487,21 +536,52 @@ impl FW for WBF16 {
     }
 }
 
+/// Fraction of the 65536 halves whose SIMD conversion differs from `f16_to_f32` (NaN = NaN).
+pub(crate) fn f16_conversion_errors() -> f32 {
+    let halves: Vec<u16> = (0..=u16::MAX).collect();
+    let mut bad = 0usize;
+    for (c, chunk) in halves.chunks_exact(8).enumerate() {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|h| h.to_le_bytes()).collect();
+        // SAFETY: 16 readable bytes.
+        let (lo, hi) = unsafe { WF16::load8(bytes.as_ptr(), 0) };
+        let got: [f32; 8] = unsafe { std::mem::transmute([lo, hi]) };
+        for (j, &g) in got.iter().enumerate() {
+            let want = crate::quant::half::f16_to_f32(halves[8 * c + j]);
+            if !(g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan())) {
+                bad += 1;
+            }
+        }
+    }
+    bad as f32 / 65536.0
+}
+
 unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n = a.n_cols;
     let mut acc = [[f32x4_splat(0.0); RN]; RM];
-    let rows: [*const u8; RM] = std::array::from_fn(|r| a.w.add(r * a.row_bytes));
-    let xs: [*const u8; RN] = std::array::from_fn(|t| a.act.add(t * a.act_stride));
+    let mut rows = [a.w; RM];
+    for (r, p) in rows.iter_mut().enumerate() {
+        *p = a.w.add(r * a.row_bytes);
+    }
+    let mut xs = [a.act; RN];
+    for (t, p) in xs.iter_mut().enumerate() {
+        *p = a.act.add(t * a.act_stride);
+    }
     let mut i = 0;
-    while i + 4 <= n {
-        let wv: [v128; RM] = std::array::from_fn(|r| W::load(rows[r], i));
+    while i + 8 <= n {
+        let mut w0 = [f32x4_splat(0.0); RM];
+        let mut w1 = [f32x4_splat(0.0); RM];
+        for r in 0..RM {
+            (w0[r], w1[r]) = W::load8(rows[r], i);
+        }
         for t in 0..RN {
-            let xv = v128_load(xs[t].add(4 * i) as *const v128);
+            let x0 = ld(xs[t].add(4 * i));
+            let x1 = ld(xs[t].add(4 * i + 16));
             for r in 0..RM {
-                acc[r][t] = f32x4_add(acc[r][t], f32x4_mul(wv[r], xv));
+                let s = f32x4_add(acc[r][t], f32x4_mul(w0[r], x0));
+                acc[r][t] = f32x4_add(s, f32x4_mul(w1[r], x1));
             }
         }
-        i += 4;
+        i += 8;
     }
     for t in 0..RN {
         for r in 0..RM {
@@ -514,6 +594,6 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     }
 }
 
-tile_dispatch!(tile_f32, tile_fl::<WF32>, 4, 2);
-tile_dispatch!(tile_f16, tile_fl::<WF16>, 4, 2);
-tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 2);
+tile_dispatch!(tile_f32, tile_fl::<WF32>, 3, 2);
+tile_dispatch!(tile_f16, tile_fl::<WF16>, 3, 2);
+tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 3, 2);

@@ -24,7 +24,7 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
     }
     macro_rules! q {
         ($d:ty, $act:expr, $tile:ident) => {
-            Kernel::Quant(QKernel { act: $act, group: <$d>::GE, rec_bytes: <$d>::RB, pack: <$d>::pack, tile: $tile, rm: QRM, rn: QRN })
+            Kernel::Quant(QKernel { act: $act, group: <$d>::GE, rec_bytes: <$d>::RB, pack: <$d>::pack, tile: $tile, rm: QRM, rn: QRN, pre: None })
         };
     }
     Some(match ty {
@@ -56,9 +56,31 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
+/// An f16 at `p` to f32 with F16C (exact, like `f16_to_f32`).
 #[inline(always)]
 unsafe fn rd_f16(p: *const u8) -> f32 {
-    crate::quant::half::f16_to_f32(u16::from_le(std::ptr::read_unaligned(p as *const u16)))
+    let h = u16::from_le(std::ptr::read_unaligned(p as *const u16));
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// Software prefetch distance (bytes ahead in the weight rows).
+const PREFETCH: usize = 8192;
+
+/// Prefetches the lines `PREFETCH` bytes after the `n` bytes at `p`; for blocks shorter than a
+/// line only the block that starts a line issues one (one prefetch per line).
+#[inline(always)]
+unsafe fn prefetch_span(p: *const u8, n: usize) {
+    if n < 64 {
+        if (p as usize) % 64 < n {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
+        }
+        return;
+    }
+    let mut o = 0;
+    while o < n {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o + PREFETCH) as *const i8);
+        o += 64;
+    }
 }
 
 #[inline(always)]
@@ -270,13 +292,33 @@ struct KW {
     dmin: f32,
 }
 
+/// Q4_K/Q5_K scales and mins (ggml's `utmp` unpacking): the scale of sub-block v as an i16
+/// broadcast (for `vpmaddwd`), the mins as 16 i16 (`m[j/2]`, against the 16 bsums).
 #[inline(always)]
 unsafe fn k4_common(p: *const u8, q: [__m256i; 8]) -> KW {
-    let sc = std::slice::from_raw_parts(p.add(4), 12);
-    let (s, m) = super::generic::k4_scales_mins(sc);
-    let mv = _mm_set1_epi64x(i64::from_le_bytes(m));
-    let m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv));
-    KW { q, sc: std::array::from_fn(|v| _mm256_set1_epi16(s[v] as i16)), m16, d: rd_f16(p), dmin: rd_f16(p.add(2)) }
+    let u = std::ptr::read_unaligned(p.add(4) as *const [u32; 3]);
+    let (u0, u1, u2) = (u32::from_le(u[0]), u32::from_le(u[1]), u32::from_le(u[2]));
+    const KM1: u32 = 0x3f3f_3f3f;
+    const KM2: u32 = 0x0f0f_0f0f;
+    const KM3: u32 = 0x0303_0303;
+    let m_hi = ((u2 >> 4) & KM2) | (((u1 >> 6) & KM3) << 4);
+    let m_lo = u1 & KM1;
+    let s_hi = (u2 & KM2) | (((u0 >> 6) & KM3) << 4);
+    let s_lo = u0 & KM1;
+    // bytes: scales 0..7 then mins 0..7, widened to i16
+    let sm = _mm256_cvtepu8_epi16(_mm_set_epi32(m_hi as i32, m_lo as i32, s_hi as i32, s_lo as i32));
+    let sc128 = _mm256_castsi256_si128(sm);
+    let scales = _mm256_set_m128i(sc128, sc128);
+    let mut scv = [_mm256_setzero_si256(); 8];
+    for v in 0..8 {
+        // i16 lane v (bytes 2v, 2v+1) everywhere
+        let b = (2 * v) as i8;
+        scv[v] = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(((b as i16 + 1) << 8) | b as i16));
+    }
+    let mins = _mm256_extracti128_si256(sm, 1);
+    let m16 = _mm256_set_m128i(_mm_unpackhi_epi16(mins, mins), _mm_unpacklo_epi16(mins, mins));
+    let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const i32)));
+    KW { q, sc: scv, m16, d: _mm_cvtss_f32(dd), dmin: _mm_cvtss_f32(_mm_movehdup_ps(dd)) }
 }
 
 #[inline(always)]
@@ -368,12 +410,13 @@ impl Dec2 for Q6K {
             q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hb(6));
         }
         let scales = _mm_loadu_si128(p.add(192) as *const _);
-        let sc = std::array::from_fn(|k| {
+        let mut sc = [_mm256_setzero_si256(); 8];
+        for k in 0..8 {
             let lo = (2 * k) as i8;
             let hi = (2 * k + 1) as i8;
             let shuf = _mm_setr_epi8(lo, lo, lo, lo, lo, lo, lo, lo, hi, hi, hi, hi, hi, hi, hi, hi);
-            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf))
-        });
+            sc[k] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
+        }
         KW { q, sc, m16: _mm256_cvtepi8_epi16(scales), d: rd_f16(p.add(208)), dmin: 0.0 }
     }
     #[inline(always)]
@@ -399,7 +442,15 @@ unsafe fn tile_q<D: Dec2, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n_groups = a.n_cols / D::GE;
     let mut acc = [[_mm256_setzero_ps(); RN]; RM];
     for g in 0..n_groups {
-        let w: [D::W; RM] = std::array::from_fn(|r| D::decode(a.w.add(r * a.row_bytes + g * D::GB)));
+        // SAFETY: every W is plain SIMD vectors and floats, for which all-zero bits are valid.
+        let mut w: [D::W; RM] = std::mem::zeroed();
+        for (r, wr) in w.iter_mut().enumerate() {
+            let p = a.w.add(r * a.row_bytes + g * D::GB);
+            if a.prefetch {
+                prefetch_span(p, D::GB);
+            }
+            *wr = D::decode(p);
+        }
         for t in 0..RN {
             let rec = a.act.add(t * a.act_stride + g * D::RB);
             for r in 0..RM {
@@ -424,6 +475,7 @@ tile_dispatch!(tile_q5_k, tile_q::<Q5K>, 2, 4);
 tile_dispatch!(tile_q6_k, tile_q::<Q6K>, 2, 4);
 
 trait FW {
+    const SIZE: usize;
     unsafe fn load(p: *const u8, i: usize) -> __m256;
     fn scalar(p: *const u8, i: usize) -> f32;
 }
@@ -431,6 +483,7 @@ struct WF32;
 struct WF16;
 struct WBF16;
 impl FW for WF32 {
+    const SIZE: usize = 4;
     #[inline(always)]
     unsafe fn load(p: *const u8, i: usize) -> __m256 {
         _mm256_loadu_ps((p as *const f32).add(i))
@@ -441,6 +494,7 @@ impl FW for WF32 {
     }
 }
 impl FW for WF16 {
+    const SIZE: usize = 2;
     #[inline(always)]
     unsafe fn load(p: *const u8, i: usize) -> __m256 {
         _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i) as *const _))
@@ -451,6 +505,7 @@ impl FW for WF16 {
     }
 }
 impl FW for WBF16 {
+    const SIZE: usize = 2;
     #[inline(always)]
     unsafe fn load(p: *const u8, i: usize) -> __m256 {
         _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.add(2 * i) as *const _)), 16))
@@ -466,11 +521,25 @@ impl FW for WBF16 {
 unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n = a.n_cols;
     let mut acc = [[_mm256_setzero_ps(); RN]; RM];
-    let rows: [*const u8; RM] = std::array::from_fn(|r| a.w.add(r * a.row_bytes));
-    let xs: [*const f32; RN] = std::array::from_fn(|t| a.act.add(t * a.act_stride) as *const f32);
+    let mut rows = [a.w; RM];
+    for (r, p) in rows.iter_mut().enumerate() {
+        *p = a.w.add(r * a.row_bytes);
+    }
+    let mut xs = [a.act as *const f32; RN];
+    for (t, p) in xs.iter_mut().enumerate() {
+        *p = a.act.add(t * a.act_stride) as *const f32;
+    }
     let mut i = 0;
     while i + 8 <= n {
-        let wv: [__m256; RM] = std::array::from_fn(|r| W::load(rows[r], i));
+        let mut wv = [_mm256_setzero_ps(); RM];
+        for r in 0..RM {
+            wv[r] = W::load(rows[r], i);
+        }
+        if a.prefetch && (i * W::SIZE) % 64 == 0 {
+            for r in 0..RM {
+                _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add(i * W::SIZE + PREFETCH) as *const i8);
+            }
+        }
         for t in 0..RN {
             let xv = _mm256_loadu_ps(xs[t].add(i));
             for r in 0..RM {

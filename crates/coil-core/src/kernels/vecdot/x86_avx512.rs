@@ -1,4 +1,4 @@
-//! AVX-512 kernels (F + BW + VL + VNNI + VBMI: Ice Lake, Zen 4 and later).
+//! AVX-512 kernels (F + BW + VL + VNNI + VBMI + BITALG: Ice Lake, Zen 4 and later).
 //!
 //! Quantized types: the weights of a group (4 legacy blocks = 128 values, or one 256-value k-quant
 //! super-block) are decoded into 2 or 4 vectors of 64 unsigned bytes arranged so that every 32-bit
@@ -14,7 +14,7 @@
 //! to f32 in registers (F16 with `vcvtph2ps`, BF16 by a shift).
 
 use super::actq::NatAct;
-use super::{tile_dispatch, ActKind, FKernel, Kernel, QKernel, TileArgs};
+use super::{tile_dispatch, ActKind, FKernel, Kernel, PreDecode, QKernel, TileArgs};
 use crate::gguf::GgmlType;
 use std::arch::x86_64::*;
 
@@ -27,6 +27,7 @@ pub(crate) fn available() -> bool {
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512vnni")
             && std::is_x86_feature_detected!("avx512vbmi")
+            && std::is_x86_feature_detected!("avx512bitalg")
             && super::x86_avx2::available()
     })
 }
@@ -36,22 +37,31 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
         return None;
     }
     macro_rules! q {
-        ($d:ty, $act:expr, $tile:ident) => {
-            Kernel::Quant(QKernel { act: $act, group: <$d>::GE, rec_bytes: <$d>::RB, pack: pack::<$d>, tile: $tile, rm: QRM, rn: QRN })
+        ($d:ty, $act:expr, $tile:ident, $pre:ident) => {
+            Kernel::Quant(QKernel {
+                act: $act,
+                group: <$d>::GE,
+                rec_bytes: <$d>::RB,
+                pack: pack_fast::<$d>,
+                tile: $tile,
+                rm: QRM,
+                rn: QRN,
+                pre: Some(PreDecode { group: <$d>::GE, bytes_per_group: <$d>::DB, decode: decode_rows::<$d>, tile: $pre }),
+            })
         };
     }
     Some(match ty {
         GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: FRM, rn: FRN }),
         GgmlType::F16 => Kernel::Float(FKernel { tile: tile_f16, rm: FRM, rn: FRN }),
         GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: FRM, rn: FRN }),
-        GgmlType::Q8_0 => q!(Q8_0, ActKind::Q8_0, tile_q8_0),
-        GgmlType::Q4_0 => q!(Q4_0, ActKind::Q8_0, tile_q4_0),
-        GgmlType::Q4_1 => q!(Q4_1, ActKind::Q8_1, tile_q4_1),
-        GgmlType::Q5_0 => q!(Q5_0, ActKind::Q8_0, tile_q5_0),
-        GgmlType::Q5_1 => q!(Q5_1, ActKind::Q8_1, tile_q5_1),
-        GgmlType::Q4_K => q!(Q4K, ActKind::Q8K, tile_q4_k),
-        GgmlType::Q5_K => q!(Q5K, ActKind::Q8K, tile_q5_k),
-        GgmlType::Q6_K => q!(Q6K, ActKind::Q8K, tile_q6_k),
+        GgmlType::Q8_0 => q!(Q8_0, ActKind::Q8_0, tile_q8_0, pre_q8_0),
+        GgmlType::Q4_0 => q!(Q4_0, ActKind::Q8_0, tile_q4_0, pre_q4_0),
+        GgmlType::Q4_1 => q!(Q4_1, ActKind::Q8_1, tile_q4_1, pre_q4_1),
+        GgmlType::Q5_0 => q!(Q5_0, ActKind::Q8_0, tile_q5_0, pre_q5_0),
+        GgmlType::Q5_1 => q!(Q5_1, ActKind::Q8_1, tile_q5_1, pre_q5_1),
+        GgmlType::Q4_K => q!(Q4K, ActKind::Q8K, tile_q4_k, pre_q4_k),
+        GgmlType::Q5_K => q!(Q5K, ActKind::Q8K, tile_q5_k, pre_q5_k),
+        GgmlType::Q6_K => q!(Q6K, ActKind::Q8K, tile_q6_k, pre_q6_k),
         _ => return None,
     })
 }
@@ -76,12 +86,62 @@ unsafe fn hsum(v: __m512) -> f32 {
     _mm_cvtss_f32(s1)
 }
 
+/// The 16 horizontal sums of 16 vectors at once, with the same addition tree as [`hsum`] (so
+/// bit-identical to it): lane k of the result is the sum of `v[k]`.
+#[inline(always)]
+unsafe fn reduce16(v: &[__m512; 16]) -> __m512 {
+    // lanes i + 8
+    let mut x = [_mm512_setzero_ps(); 8];
+    for k in 0..8 {
+        let (a, b) = (v[2 * k], v[2 * k + 1]);
+        x[k] = _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b));
+    }
+    // lanes i + 4
+    let mut y = [_mm512_setzero_ps(); 4];
+    for k in 0..4 {
+        let (a, b) = (x[2 * k], x[2 * k + 1]);
+        y[k] = _mm512_add_ps(_mm512_shuffle_f32x4::<0b10_00_10_00>(a, b), _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b));
+    }
+    // lanes i + 2
+    let mut z = [_mm512_setzero_ps(); 2];
+    for k in 0..2 {
+        let (a, b) = (y[2 * k], y[2 * k + 1]);
+        z[k] = _mm512_add_ps(_mm512_shuffle_ps::<0b01_00_01_00>(a, b), _mm512_shuffle_ps::<0b11_10_11_10>(a, b));
+    }
+    // lanes i + 1
+    let r = _mm512_add_ps(_mm512_shuffle_ps::<0b10_00_10_00>(z[0], z[1]), _mm512_shuffle_ps::<0b11_01_11_01>(z[0], z[1]));
+    // r lane 4q + m holds v[4m + q]
+    _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r)
+}
+
 #[inline(always)]
 unsafe fn store_tile<const RM: usize, const RN: usize>(a: &TileArgs, acc: &[[__m512; RN]; RM]) {
+    if RM * RN <= 4 {
+        for t in 0..RN {
+            for r in 0..RM {
+                *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
+            }
+        }
+        return;
+    }
+    // Copy out with constant indices (keeps `acc` in registers in the caller's loops).
+    let mut flat = [_mm512_setzero_ps(); 32];
     for t in 0..RN {
         for r in 0..RM {
-            *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
+            flat[t * RM + r] = acc[r][t];
         }
+    }
+    let total = RM * RN;
+    let mut k0 = 0;
+    while k0 < total {
+        let mut v = [_mm512_setzero_ps(); 16];
+        v.copy_from_slice(&flat[k0..k0 + 16]);
+        let sums: [f32; 16] = std::mem::transmute(reduce16(&v));
+        for (i, &s) in sums.iter().enumerate().take((total - k0).min(16)) {
+            let k = k0 + i;
+            *a.out.add((k / RM) * a.out_stride + k % RM) = s;
+        }
+        k0 += 16;
     }
 }
 
@@ -97,14 +157,12 @@ unsafe fn ld<const P: bool>(p: *const u8, off: usize, valid: usize) -> __m512i {
     }
 }
 
-#[inline(always)]
-unsafe fn rd_u32(p: *const u8) -> u32 {
-    u32::from_le(std::ptr::read_unaligned(p as *const u32))
-}
 
+/// An f16 at `p` to f32 with F16C (exact, like `f16_to_f32`).
 #[inline(always)]
 unsafe fn rd_f16(p: *const u8) -> f32 {
-    crate::quant::half::f16_to_f32(u16::from_le(std::ptr::read_unaligned(p as *const u16)))
+    let h = u16::from_le(std::ptr::read_unaligned(p as *const u16));
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
 // Index tables built in const blocks.
@@ -114,17 +172,6 @@ macro_rules! table8 {
         let mut $i = 0usize;
         while $i < 64 {
             a[$i] = ($e) as u8;
-            $i += 1;
-        }
-        a
-    }};
-}
-macro_rules! table16 {
-    (|$i:ident| $e:expr) => {{
-        let mut a = [0u16; 32];
-        let mut $i = 0usize;
-        while $i < 32 {
-            a[$i] = ($e) as u16;
             $i += 1;
         }
         a
@@ -175,47 +222,131 @@ pub(crate) trait Dec {
     const EXTRA: bool;
     /// Activation record bytes.
     const RB: usize = Self::NV * 64 + 64 + if Self::CORR { 64 } else { 0 } + if Self::EXTRA { 64 } else { 0 };
+    /// Pre-decoded weight bytes per group: the vectors, then the scale and min vectors.
+    const DB: usize = Self::NV * 64 + 128;
     /// Decodes one group at `p` (`valid` bytes of it exist when `P`).
     unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, we: &mut __m512);
     /// The natural-order index of the value at byte `b` of the group's vectors.
+    #[cfg_attr(not(test), allow(dead_code))]
     fn elem(b: usize) -> usize;
     /// Weight offset subtracted through the correction (0 = none).
     const OFFSET: i32;
 }
 
-/// Legacy types: byte 16k + j of vector v holds value 32k + 16v + j (block k of the group), so
-/// lane L belongs to block L / 4 in both vectors.
+/// Legacy types, 8 blocks per group: lane L = 2k + h belongs to block k; byte `8k + m` (m < 8) of
+/// vector v holds value `8v + m` of block k. Every lane sees one block in all four vectors.
 const fn legacy_elem(b: usize) -> usize {
     let v = b / 64;
-    let k = (b % 64) / 16;
-    let j = b % 16;
-    32 * k + 16 * v + j
+    let pos = b % 64;
+    32 * (pos / 8) + 8 * v + pos % 8
 }
 
-/// The 64 nibble bytes of 4 blocks of `bb` bytes with quants at offset `qo`, read from two
-/// overlapping loads at 0 and `second`: the `vpermt2b` index.
-const fn legacy_qidx(bb: usize, qo: usize, second: usize) -> [u8; 64] {
-    let mut a = [0u8; 64];
-    let mut i = 0;
-    while i < 64 {
-        let s = bb * (i / 16) + qo + i % 16;
-        a[i] = if s < 64 { s as u8 } else { (s - second + 64) as u8 };
-        i += 1;
+/// Index (into two 128-byte windows: blocks 0..3 at `a_base`, blocks 4..7 at `b_base`) of the byte
+/// `bb * k + off + m` for byte position `8k + m`.
+const fn leg_idx(bb: usize, off: usize, a_base: usize, b_base: usize) -> [u8; 64] {
+    let mut t = [0u8; 64];
+    let mut pos = 0;
+    while pos < 64 {
+        let (k, m) = (pos / 8, pos % 8);
+        let src = bb * k + off + m;
+        t[pos] = if k < 4 { (src - a_base) as u8 } else { (src - b_base) as u8 };
+        pos += 1;
     }
-    a
+    t
 }
 
-/// Word index (over two loads at 0 and `second`) of the f16 at byte `bb * k + off` for lanes
-/// 4k..4k+3 (the rest 0).
-const fn legacy_widx(bb: usize, off: usize, second: usize) -> [u16; 32] {
-    let mut a = [0u16; 32];
-    let mut i = 0;
-    while i < 16 {
-        let s = bb * (i / 4) + off;
-        a[i] = if s + 2 <= 64 { (s / 2) as u16 } else { ((s - second) / 2 + 32) as u16 };
-        i += 1;
+/// Word index of the f16 at `bb * (j / 2) + off` for lane j (0..16), same windows.
+const fn leg_widx(bb: usize, off: usize, a_base: usize, b_base: usize) -> [u16; 32] {
+    let mut t = [0u16; 32];
+    let mut j = 0;
+    while j < 16 {
+        let k = j / 2;
+        let src = bb * k + off;
+        t[j] = if k < 4 { ((src - a_base) / 2) as u16 } else { ((src - b_base) / 2) as u16 };
+        j += 1;
     }
-    a
+    t
+}
+
+/// `vpshufbitqmb` selectors: mask bit `8k + m` of vector v is bit `8v + m` of block k's `qh`
+/// (held in qword k).
+static QH_SEL: [[u8; 64]; 4] = {
+    let mut t = [[0u8; 64]; 4];
+    let mut v = 0;
+    while v < 4 {
+        let mut pos = 0;
+        while pos < 64 {
+            t[v][pos] = (8 * v + pos % 8) as u8;
+            pos += 1;
+        }
+        v += 1;
+    }
+    t
+};
+
+/// Two-window byte gather: positions 0..31 from `(a0, a1)`, 32..63 from `(b0, b1)`.
+#[inline(always)]
+unsafe fn gather2(a0: __m512i, a1: __m512i, b0: __m512i, b1: __m512i, idx: &[u8; 64]) -> __m512i {
+    let i = v8(idx);
+    let lo = _mm512_permutex2var_epi8(a0, i, a1);
+    let hi = _mm512_permutex2var_epi8(b0, i, b1);
+    _mm512_mask_blend_epi64(0xF0, lo, hi)
+}
+
+#[inline(always)]
+unsafe fn f16x16(words: __m512i) -> __m512 {
+    _mm512_cvtph_ps(_mm512_castsi512_si256(words))
+}
+
+/// Two-window gather of 16 f16 values (lanes 0..7 from `a`, 8..15 from `b`) converted to f32.
+#[inline(always)]
+unsafe fn gather2_f16(a0: __m512i, a1: __m512i, b0: __m512i, b1: __m512i, idx: &[u16; 32]) -> __m512 {
+    let i = v16(idx);
+    let lo = _mm512_permutex2var_epi16(a0, i, a1);
+    let hi = _mm512_permutex2var_epi16(b0, i, b1);
+    f16x16(_mm512_mask_blend_epi16(0xFF00, lo, hi))
+}
+
+/// The windows of a group of 8 blocks of `bb <= 32` bytes: blocks 0..3 at 0, blocks 4..7 at 4·bb.
+#[inline(always)]
+unsafe fn leg_windows<const P: bool>(p: *const u8, valid: usize, bb: usize) -> [__m512i; 4] {
+    [ld::<P>(p, 0, valid), ld::<P>(p, 64, valid), ld::<P>(p, 4 * bb, valid), ld::<P>(p, 4 * bb + 64, valid)]
+}
+
+/// Nibble types: the low/high nibbles of bytes 0..7 and 8..15 of each block.
+#[inline(always)]
+unsafe fn leg_nibbles(w: &[__m512i; 4], idx0: &[u8; 64], idx1: &[u8; 64], out: &mut [__m512i; 4]) {
+    let r0 = gather2(w[0], w[1], w[2], w[3], idx0);
+    let r1 = gather2(w[0], w[1], w[2], w[3], idx1);
+    let m = _mm512_set1_epi8(0x0F);
+    out[0] = _mm512_and_si512(r0, m);
+    out[1] = _mm512_and_si512(r1, m);
+    out[2] = _mm512_and_si512(_mm512_srli_epi16::<4>(r0), m);
+    out[3] = _mm512_and_si512(_mm512_srli_epi16::<4>(r1), m);
+}
+
+/// Adds 16 where the 5th bits (from each block's `qh`, gathered into qword k by `hidx`) are set.
+#[inline(always)]
+unsafe fn leg_fifth_bits(w: &[__m512i; 4], hidx: &[u8; 64], out: &mut [__m512i; 4]) {
+    let q = gather2(w[0], w[1], w[2], w[3], hidx);
+    let c = _mm512_set1_epi8(0x10);
+    for v in 0..4 {
+        let m = _mm512_bitshuffle_epi64_mask(q, v8(&QH_SEL[v]));
+        out[v] = _mm512_mask_add_epi8(out[v], m, out[v], c);
+    }
+}
+
+/// `qh` index: qword k (positions 8k..8k+7) gets the 4 bytes at `bb * k + off` (twice).
+const fn leg_hidx(bb: usize, off: usize) -> [u8; 64] {
+    let mut t = [0u8; 64];
+    let mut pos = 0;
+    while pos < 64 {
+        let k = pos / 8;
+        let src = bb * k + off + pos % 4;
+        t[pos] = if k < 4 { src as u8 } else { (src - 4 * bb) as u8 };
+        pos += 1;
+    }
+    t
 }
 
 struct Q4_0;
@@ -227,164 +358,103 @@ struct Q4K;
 struct Q5K;
 struct Q6K;
 
-static Q4_0_QIDX: [u8; 64] = legacy_qidx(18, 2, 8);
-static Q4_0_WIDX: [u16; 32] = legacy_widx(18, 0, 8);
-static Q4_1_QIDX: [u8; 64] = legacy_qidx(20, 4, 16);
-static Q4_1_DIDX: [u16; 32] = legacy_widx(20, 0, 16);
-static Q4_1_MIDX: [u16; 32] = legacy_widx(20, 2, 16);
-static Q5_0_QIDX: [u8; 64] = legacy_qidx(22, 6, 24);
-static Q5_0_WIDX: [u16; 32] = legacy_widx(22, 0, 24);
-static Q5_1_QIDX: [u8; 64] = legacy_qidx(24, 8, 32);
-static Q5_1_DIDX: [u16; 32] = legacy_widx(24, 0, 32);
-static Q5_1_MIDX: [u16; 32] = legacy_widx(24, 2, 32);
-static Q8_0_IDX0: [u8; 64] = table8!(|i| 34 * (i / 16) + 2 + i % 16);
-static Q8_0_IDX1: [u8; 64] = table8!(|i| 34 * (i / 16) + 18 + i % 16 - 8);
-static Q8_0_WIDX: [u16; 32] = table16!(|i| if i < 16 { 17 * (i / 4) } else { 0 });
+static Q4_0_I0: [u8; 64] = leg_idx(18, 2, 0, 72);
+static Q4_0_I1: [u8; 64] = leg_idx(18, 10, 0, 72);
+static Q4_0_D: [u16; 32] = leg_widx(18, 0, 0, 72);
+static Q4_1_I0: [u8; 64] = leg_idx(20, 4, 0, 80);
+static Q4_1_I1: [u8; 64] = leg_idx(20, 12, 0, 80);
+static Q4_1_D: [u16; 32] = leg_widx(20, 0, 0, 80);
+static Q4_1_M: [u16; 32] = leg_widx(20, 2, 0, 80);
+static Q5_0_I0: [u8; 64] = leg_idx(22, 6, 0, 88);
+static Q5_0_I1: [u8; 64] = leg_idx(22, 14, 0, 88);
+static Q5_0_D: [u16; 32] = leg_widx(22, 0, 0, 88);
+static Q5_0_H: [u8; 64] = leg_hidx(22, 2);
+static Q5_1_I0: [u8; 64] = leg_idx(24, 8, 0, 96);
+static Q5_1_I1: [u8; 64] = leg_idx(24, 16, 0, 96);
+static Q5_1_D: [u16; 32] = leg_widx(24, 0, 0, 96);
+static Q5_1_M: [u16; 32] = leg_widx(24, 2, 0, 96);
+static Q5_1_H: [u8; 64] = leg_hidx(24, 4);
+/// Q8_0: vectors 0..2 from windows at 0 and 136, vector 3 from windows at 8 and 144.
+static Q8_0_I: [[u8; 64]; 4] = [
+    leg_idx(34, 2, 0, 136),
+    leg_idx(34, 10, 0, 136),
+    leg_idx(34, 18, 0, 136),
+    leg_idx(34, 26, 8, 144),
+];
+static Q8_0_D: [u16; 32] = leg_widx(34, 0, 0, 136);
 
-#[inline(always)]
-unsafe fn nibbles(raw: __m512i) -> (__m512i, __m512i) {
-    let m = _mm512_set1_epi8(0x0F);
-    (_mm512_and_si512(raw, m), _mm512_and_si512(_mm512_srli_epi16(raw, 4), m))
-}
-
-#[inline(always)]
-unsafe fn f16x16(words: __m512i) -> __m512 {
-    _mm512_cvtph_ps(_mm512_castsi512_si256(words))
-}
-
-/// 5th bits of 4 legacy blocks at `p + bb*k + qh_off`: masks for vector 0 (bits 0..15 of each
-/// block's qh) and vector 1 (bits 16..31).
-#[inline(always)]
-unsafe fn qh_masks(p: *const u8, bb: usize, qh_off: usize, n_blocks: usize) -> (u64, u64) {
-    let (mut m0, mut m1) = (0u64, 0u64);
-    for k in 0..n_blocks {
-        let qh = rd_u32(p.add(bb * k + qh_off)) as u64;
-        m0 |= (qh & 0xFFFF) << (16 * k);
-        m1 |= (qh >> 16) << (16 * k);
-    }
-    (m0, m1)
+macro_rules! legacy_consts {
+    ($bb:expr, $corr:expr, $extra:expr, $off:expr) => {
+        const NV: usize = 4;
+        const GE: usize = 256;
+        const GB: usize = 8 * $bb;
+        const BLOCK: usize = 32;
+        const BB: usize = $bb;
+        const CORR: bool = $corr;
+        const EXTRA: bool = $extra;
+        const OFFSET: i32 = $off;
+        fn elem(b: usize) -> usize {
+            legacy_elem(b)
+        }
+    };
 }
 
 impl Dec for Q4_0 {
-    const NV: usize = 2;
-    const GE: usize = 128;
-    const GB: usize = 72;
-    const BLOCK: usize = 32;
-    const BB: usize = 18;
-    const CORR: bool = true;
-    const EXTRA: bool = false;
-    const OFFSET: i32 = 8;
+    legacy_consts!(18, true, false, 8);
     #[inline(always)]
     unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, _we: &mut __m512) {
-        let a = ld::<P>(p, 0, valid);
-        let b = ld::<P>(p, 8, valid);
-        let raw = _mm512_permutex2var_epi8(a, v8(&Q4_0_QIDX), b);
-        (w[0], w[1]) = nibbles(raw);
-        *ws = f16x16(_mm512_permutexvar_epi16(v16(&Q4_0_WIDX), a));
-    }
-    fn elem(b: usize) -> usize {
-        legacy_elem(b)
+        let win = leg_windows::<P>(p, valid, 18);
+        leg_nibbles(&win, &Q4_0_I0, &Q4_0_I1, w);
+        *ws = gather2_f16(win[0], win[1], win[2], win[3], &Q4_0_D);
     }
 }
 
 impl Dec for Q4_1 {
-    const NV: usize = 2;
-    const GE: usize = 128;
-    const GB: usize = 80;
-    const BLOCK: usize = 32;
-    const BB: usize = 20;
-    const CORR: bool = false;
-    const EXTRA: bool = true;
-    const OFFSET: i32 = 0;
+    legacy_consts!(20, false, true, 0);
     #[inline(always)]
     unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, we: &mut __m512) {
-        let a = ld::<P>(p, 0, valid);
-        let b = ld::<P>(p, 16, valid);
-        let raw = _mm512_permutex2var_epi8(a, v8(&Q4_1_QIDX), b);
-        (w[0], w[1]) = nibbles(raw);
-        *ws = f16x16(_mm512_permutex2var_epi16(a, v16(&Q4_1_DIDX), b));
-        *we = f16x16(_mm512_permutex2var_epi16(a, v16(&Q4_1_MIDX), b));
-    }
-    fn elem(b: usize) -> usize {
-        legacy_elem(b)
+        let win = leg_windows::<P>(p, valid, 20);
+        leg_nibbles(&win, &Q4_1_I0, &Q4_1_I1, w);
+        *ws = gather2_f16(win[0], win[1], win[2], win[3], &Q4_1_D);
+        *we = gather2_f16(win[0], win[1], win[2], win[3], &Q4_1_M);
     }
 }
 
 impl Dec for Q5_0 {
-    const NV: usize = 2;
-    const GE: usize = 128;
-    const GB: usize = 88;
-    const BLOCK: usize = 32;
-    const BB: usize = 22;
-    const CORR: bool = true;
-    const EXTRA: bool = false;
-    const OFFSET: i32 = 16;
+    legacy_consts!(22, true, false, 16);
     #[inline(always)]
     unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, _we: &mut __m512) {
-        let a = ld::<P>(p, 0, valid);
-        let b = ld::<P>(p, 24, valid);
-        let raw = _mm512_permutex2var_epi8(a, v8(&Q5_0_QIDX), b);
-        let (lo, hi) = nibbles(raw);
-        let (m0, m1) = qh_masks(p, 22, 2, if P { valid / 22 } else { 4 });
-        let c = _mm512_set1_epi8(0x10);
-        w[0] = _mm512_mask_add_epi8(lo, m0, lo, c);
-        w[1] = _mm512_mask_add_epi8(hi, m1, hi, c);
-        *ws = f16x16(_mm512_permutex2var_epi16(a, v16(&Q5_0_WIDX), b));
-    }
-    fn elem(b: usize) -> usize {
-        legacy_elem(b)
+        let win = leg_windows::<P>(p, valid, 22);
+        leg_nibbles(&win, &Q5_0_I0, &Q5_0_I1, w);
+        leg_fifth_bits(&win, &Q5_0_H, w);
+        *ws = gather2_f16(win[0], win[1], win[2], win[3], &Q5_0_D);
     }
 }
 
 impl Dec for Q5_1 {
-    const NV: usize = 2;
-    const GE: usize = 128;
-    const GB: usize = 96;
-    const BLOCK: usize = 32;
-    const BB: usize = 24;
-    const CORR: bool = false;
-    const EXTRA: bool = true;
-    const OFFSET: i32 = 0;
+    legacy_consts!(24, false, true, 0);
     #[inline(always)]
     unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, we: &mut __m512) {
-        let a = ld::<P>(p, 0, valid);
-        let b = ld::<P>(p, 32, valid);
-        let raw = _mm512_permutex2var_epi8(a, v8(&Q5_1_QIDX), b);
-        let (lo, hi) = nibbles(raw);
-        let (m0, m1) = qh_masks(p, 24, 4, if P { valid / 24 } else { 4 });
-        let c = _mm512_set1_epi8(0x10);
-        w[0] = _mm512_mask_add_epi8(lo, m0, lo, c);
-        w[1] = _mm512_mask_add_epi8(hi, m1, hi, c);
-        *ws = f16x16(_mm512_permutex2var_epi16(a, v16(&Q5_1_DIDX), b));
-        *we = f16x16(_mm512_permutex2var_epi16(a, v16(&Q5_1_MIDX), b));
-    }
-    fn elem(b: usize) -> usize {
-        legacy_elem(b)
+        let win = leg_windows::<P>(p, valid, 24);
+        leg_nibbles(&win, &Q5_1_I0, &Q5_1_I1, w);
+        leg_fifth_bits(&win, &Q5_1_H, w);
+        *ws = gather2_f16(win[0], win[1], win[2], win[3], &Q5_1_D);
+        *we = gather2_f16(win[0], win[1], win[2], win[3], &Q5_1_M);
     }
 }
 
 impl Dec for Q8_0 {
-    const NV: usize = 2;
-    const GE: usize = 128;
-    const GB: usize = 136;
-    const BLOCK: usize = 32;
-    const BB: usize = 34;
-    const CORR: bool = true;
-    const EXTRA: bool = false;
-    const OFFSET: i32 = 128;
+    legacy_consts!(34, true, false, 128);
     #[inline(always)]
     unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, _we: &mut __m512) {
-        let a = ld::<P>(p, 0, valid);
-        let b = ld::<P>(p, 64, valid);
-        let a2 = ld::<P>(p, 8, valid);
-        let b2 = ld::<P>(p, 72, valid);
+        let a = [ld::<P>(p, 0, valid), ld::<P>(p, 64, valid), ld::<P>(p, 136, valid), ld::<P>(p, 200, valid)];
+        let b = [ld::<P>(p, 8, valid), ld::<P>(p, 72, valid), ld::<P>(p, 144, valid), ld::<P>(p, 208, valid)];
         let x80 = _mm512_set1_epi8(-128);
-        w[0] = _mm512_xor_si512(_mm512_permutex2var_epi8(a, v8(&Q8_0_IDX0), b), x80);
-        w[1] = _mm512_xor_si512(_mm512_permutex2var_epi8(a2, v8(&Q8_0_IDX1), b2), x80);
-        *ws = f16x16(_mm512_permutex2var_epi16(a, v16(&Q8_0_WIDX), b));
-    }
-    fn elem(b: usize) -> usize {
-        legacy_elem(b)
+        for v in 0..3 {
+            w[v] = _mm512_xor_si512(gather2(a[0], a[1], a[2], a[3], &Q8_0_I[v]), x80);
+        }
+        w[3] = _mm512_xor_si512(gather2(b[0], b[1], b[2], b[3], &Q8_0_I[3]), x80);
+        *ws = gather2_f16(a[0], a[1], a[2], a[3], &Q8_0_D);
     }
 }
 
@@ -424,18 +494,40 @@ static K5_HIDX: [[u32; 16]; 4] = {
 };
 static K5_ROT: [u32; 16] = table32!(|l| (32 + 4 - l / 2) % 32);
 
+/// Q4_K/Q5_K scales and mins from the first 16 bytes of the block (d, dmin, 12 packed bytes):
+/// lanes L of `ws` = d·sc[L/2], of `we` = −dmin·m[L/2] (ggml's 6-bit unpacking, in vectors).
 #[inline(always)]
 unsafe fn k4_scales(p: *const u8, ws: &mut __m512, we: &mut __m512) {
-    let d = rd_f16(p);
-    let dmin = rd_f16(p.add(2));
-    let sc = std::slice::from_raw_parts(p.add(4), 12);
-    let (s, m) = super::generic::k4_scales_mins(sc);
-    let v = _mm_set_epi64x(i64::from_le_bytes(m), i64::from_le_bytes(s));
-    let sd = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(v, v)));
-    let md = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(v, v)));
-    *ws = _mm512_mul_ps(sd, _mm512_set1_ps(d));
-    *we = _mm512_mul_ps(md, _mm512_set1_ps(-dmin));
+    let raw = _mm_loadu_si128(p as *const _);
+    let perm = _mm512_permutexvar_epi8(v8(&K4_SM_IDX), _mm512_castsi128_si512(raw));
+    let lo = _mm512_srlv_epi32(perm, v32(&K4_SM_SHIFT));
+    let hi = _mm512_and_si512(_mm512_srli_epi32::<10>(perm), v32(&K4_SM_M2));
+    // lanes 0..7: sc[s], lanes 8..15: m[s]
+    let v = _mm512_ternarylogic_epi32::<0xEA>(lo, v32(&K4_SM_M1), hi);
+    let sc = _mm512_cvtepi32_ps(_mm512_permutexvar_epi32(v32(&DUP_LO), v));
+    let mn = _mm512_cvtepi32_ps(_mm512_permutexvar_epi32(v32(&DUP_HI), v));
+    let dd = _mm_cvtph_ps(raw);
+    *ws = _mm512_mul_ps(sc, _mm512_broadcastss_ps(dd));
+    *we = _mm512_mul_ps(mn, _mm512_broadcastss_ps(_mm_xor_ps(_mm_movehdup_ps(dd), _mm_set1_ps(-0.0))));
 }
+/// Byte 0 and 1 of lane s (scale s) and 8 + s (min s), as indexes into the 16 loaded bytes (the
+/// 12 packed bytes start at 4): sc: s<4 q[s] | s>=4 q[s+4], q[s-4]; m: q[s+4] | q[s+4], q[s].
+static K4_SM_IDX: [u8; 64] = table8!(|i| {
+    let (l, byte) = (i / 4, i % 4);
+    let s = l % 8;
+    match (l < 8, byte) {
+        (true, 0) => if s < 4 { 4 + s } else { 8 + s },
+        (true, 1) => if s < 4 { 0 } else { s },
+        (false, 0) => 8 + s,
+        (false, 1) => if s < 4 { 0 } else { 4 + s },
+        _ => 0,
+    }
+});
+static K4_SM_SHIFT: [u32; 16] = table32!(|l| if l >= 8 && l % 8 >= 4 { 4 } else { 0 });
+static K4_SM_M1: [u32; 16] = table32!(|l| if l % 8 < 4 { 63 } else { 15 });
+static K4_SM_M2: [u32; 16] = table32!(|l| if l % 8 < 4 { 0 } else { 0x30 });
+static DUP_LO: [u32; 16] = table32!(|l| l / 2);
+static DUP_HI: [u32; 16] = table32!(|l| 8 + l / 2);
 
 #[inline(always)]
 unsafe fn k4_lo(q0: __m512i, q1: __m512i, v: usize) -> __m512i {
@@ -567,7 +659,126 @@ impl Dec for Q6K {
 // ---------------------------------------------------------------------------------------------
 // Activation records
 
+/// [`pack`] with permutes (the same bytes; a test compares the two).
+fn pack_fast<D: Dec>(a: &NatAct, dst: &mut [u8]) {
+    debug_assert!(dst.len() >= a.n.div_ceil(D::GE) * D::RB && dst.as_ptr() as usize % 64 == 0);
+    // SAFETY: `available()` was checked before any kernel of this module was handed out; the
+    // loads are masked to the row, the stores stay inside `dst` (checked above in debug builds,
+    // sized by the caller).
+    unsafe { pack_simd::<D>(a, dst.as_mut_ptr()) }
+}
+
+/// Natural-order index tables of the records (see `Dec::elem`), as `vpermt2b` / `vpermt2d` indexes.
+/// Legacy: position `8k + m` of vector v <- natural value `32k + 8v + m` (blocks 0..3 from the
+/// first 128 bytes, 4..7 from the second: indexes mod 128).
+static LEG_PACK: [[u8; 64]; 4] = {
+    let mut t = [[0u8; 64]; 4];
+    let mut v = 0;
+    while v < 4 {
+        let mut b = 0;
+        while b < 64 {
+            t[v][b] = (legacy_elem(64 * v + b) % 128) as u8;
+            b += 1;
+        }
+        v += 1;
+    }
+    t
+};
+/// K types: lane L of vector v is natural dword `K?_PACK[v][L]` (mod 32: lanes 0..7 come from the
+/// first 128 bytes, lanes 8..15 from the second).
+static K4_PACK: [[u32; 16]; 4] = {
+    let mut t = [[0u32; 16]; 4];
+    let mut v = 0;
+    while v < 4 {
+        let mut l = 0;
+        while l < 16 {
+            t[v][l] = ((k4_elem(64 * v + 4 * l) / 4) % 32) as u32;
+            l += 1;
+        }
+        v += 1;
+    }
+    t
+};
+static K6_PACK: [[u32; 16]; 4] = {
+    let mut t = [[0u32; 16]; 4];
+    let mut v = 0;
+    while v < 4 {
+        let mut l = 0;
+        while l < 16 {
+            t[v][l] = ((k6_elem(64 * v + 4 * l) / 4) % 32) as u32;
+            l += 1;
+        }
+        v += 1;
+    }
+    t
+};
+static LANE_DIV2: [u32; 16] = table32!(|l| l / 2);
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c")]
+unsafe fn pack_simd<D: Dec>(a: &NatAct, dst: *mut u8) {
+    let n = a.n;
+    let q = a.q.as_ptr() as *const u8;
+    let ones = _mm512_set1_epi8(1);
+    let load_q = |off: usize| -> __m512i {
+        if off + 64 <= n {
+            _mm512_loadu_si512(q.add(off) as *const _)
+        } else if off >= n {
+            _mm512_setzero_si512()
+        } else {
+            _mm512_maskz_loadu_epi8((1u64 << (n - off)) - 1, q.add(off) as *const i8)
+        }
+    };
+    for g in 0..n.div_ceil(D::GE) {
+        let rec = dst.add(g * D::RB);
+        let base = g * D::GE;
+        let mut off = 64 * D::NV;
+        if D::BLOCK == 32 {
+            let nat = [load_q(base), load_q(base + 64), load_q(base + 128), load_q(base + 192)];
+            let mut sums = _mm512_setzero_si512();
+            for v in 0..4 {
+                let x = gather2(nat[0], nat[1], nat[2], nat[3], &LEG_PACK[v]);
+                _mm512_store_si512(rec.add(64 * v) as *mut _, x);
+                sums = _mm512_dpbusd_epi32(sums, ones, x);
+            }
+            if D::CORR {
+                _mm512_store_si512(rec.add(off) as *mut _, _mm512_mullo_epi32(sums, _mm512_set1_epi32(-D::OFFSET)));
+                off += 64;
+            }
+            // per-block values of this group's 8 blocks, lane L <- block L/2
+            let nb = (a.d.len() - 8 * g).min(8);
+            let m = ((1u32 << nb) - 1) as __mmask16;
+            let d8 = _mm512_maskz_loadu_ps(m, a.d.as_ptr().add(8 * g));
+            _mm512_store_ps(rec.add(off) as *mut f32, _mm512_permutexvar_ps(v32(&LANE_DIV2), d8));
+            if D::EXTRA {
+                let s8 = _mm512_maskz_loadu_ps(m, a.s.as_ptr().add(8 * g));
+                let xe = _mm512_mul_ps(_mm512_permutexvar_ps(v32(&LANE_DIV2), s8), _mm512_set1_ps(0.5));
+                _mm512_store_ps(rec.add(off + 64) as *mut f32, xe);
+            }
+        } else {
+            let nat = [load_q(base), load_q(base + 64), load_q(base + 128), load_q(base + 192)];
+            let table = if D::CORR { &K6_PACK } else { &K4_PACK };
+            for v in 0..4 {
+                let lo = _mm512_permutex2var_epi32(nat[0], v32(&table[v]), nat[1]);
+                let hi = _mm512_permutex2var_epi32(nat[2], v32(&table[v]), nat[3]);
+                _mm512_store_si512(rec.add(64 * v) as *mut _, _mm512_mask_blend_epi32(0xFF00, lo, hi));
+            }
+            let bs = _mm512_loadu_si512(a.sums.as_ptr().add(16 * g) as *const _);
+            if D::CORR {
+                _mm512_store_si512(rec.add(off) as *mut _, _mm512_mullo_epi32(bs, _mm512_set1_epi32(-D::OFFSET)));
+                off += 64;
+            }
+            let d = _mm512_set1_ps(a.d[g]);
+            _mm512_store_ps(rec.add(off) as *mut f32, d);
+            if D::EXTRA {
+                _mm512_store_ps(rec.add(off + 64) as *mut f32, _mm512_mul_ps(d, _mm512_cvtepi32_ps(bs)));
+            }
+        }
+    }
+}
+
 /// Record of group g: `[q: NV*64][corr: i32 x16 if CORR][xs: f32 x16][xe: f32 x16 if EXTRA]`.
+/// The plain reference of [`pack_fast`].
+#[cfg_attr(not(test), allow(dead_code))]
 fn pack<D: Dec>(a: &NatAct, dst: &mut [u8]) {
     let n_groups = a.n.div_ceil(D::GE);
     debug_assert!(dst.len() >= n_groups * D::RB);
@@ -584,7 +795,7 @@ fn pack<D: Dec>(a: &NatAct, dst: &mut [u8]) {
         let mut off = D::NV * 64;
         if D::CORR {
             for l in 0..16 {
-                let c = if D::GE == 256 {
+                let c = if D::BLOCK == 256 {
                     // Q6_K: lane L is bsum L.
                     -D::OFFSET * a.sums[16 * g + l]
                 } else {
@@ -595,10 +806,10 @@ fn pack<D: Dec>(a: &NatAct, dst: &mut [u8]) {
             off += 64;
         }
         for l in 0..16 {
-            let xs = if D::GE == 256 {
+            let xs = if D::BLOCK == 256 {
                 a.d[g]
             } else {
-                let blk = 4 * g + l / 4;
+                let blk = 8 * g + l / 2;
                 if blk < a.d.len() {
                     a.d[blk]
                 } else {
@@ -610,12 +821,12 @@ fn pack<D: Dec>(a: &NatAct, dst: &mut [u8]) {
         off += 64;
         if D::EXTRA {
             for l in 0..16 {
-                let xe = if D::GE == 256 {
+                let xe = if D::BLOCK == 256 {
                     a.d[g] * a.sums[16 * g + l] as f32
                 } else {
-                    let blk = 4 * g + l / 4;
+                    let blk = 8 * g + l / 2;
                     if blk < a.s.len() {
-                        a.s[blk] * 0.25
+                        a.s[blk] * 0.5
                     } else {
                         0.0
                     }
@@ -629,55 +840,136 @@ fn pack<D: Dec>(a: &NatAct, dst: &mut [u8]) {
 // ---------------------------------------------------------------------------------------------
 // Tiles
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+/// Software prefetch distance for weights streamed from memory (bytes ahead in the row data,
+/// which is read in one pass, rows back to back).
+pub(crate) static PF: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(8192);
+
+#[inline(always)]
+unsafe fn prefetch_span(p: *const u8, n: usize) {
+    let PREFETCH = PF.load(std::sync::atomic::Ordering::Relaxed);
+    let mut o = 0;
+    while o < n {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o + PREFETCH) as *const i8);
+        o += 64;
+    }
+}
+
+/// Decodes group g of `RM` rows (direct from the weight bytes).
+#[inline(always)]
+unsafe fn decode_group<D: Dec, const RM: usize>(a: &TileArgs, g: usize, wv: &mut [[__m512i; 4]; RM], ws: &mut [__m512; RM], we: &mut [__m512; RM]) {
+    if (g + 1) * D::GE <= a.n_cols {
+        for r in 0..RM {
+            if a.prefetch {
+                prefetch_span(a.w.add(r * a.row_bytes + g * D::GB), D::GB);
+            }
+            D::decode::<false>(a.w.add(r * a.row_bytes + g * D::GB), D::GB, &mut wv[r], &mut ws[r], &mut we[r]);
+        }
+    } else {
+        let valid = (a.n_cols - g * D::GE) / D::BLOCK * D::BB;
+        for r in 0..RM {
+            D::decode::<true>(a.w.add(r * a.row_bytes + g * D::GB), valid, &mut wv[r], &mut ws[r], &mut we[r]);
+        }
+    }
+}
+
+/// The products of one group of `RM` decoded rows with `RN` tokens, added to `acc`.
+#[inline(always)]
+unsafe fn group_pairs<D: Dec, const RM: usize, const RN: usize>(
+    a: &TileArgs,
+    g: usize,
+    wv: &[[__m512i; 4]; RM],
+    ws: &[__m512; RM],
+    we: &[__m512; RM],
+    acc: &mut [[__m512; RN]; RM],
+) {
+    for t in 0..RN {
+        let rec = a.act.add(t * a.act_stride + g * D::RB);
+        let mut xv = [_mm512_setzero_si512(); 4];
+        for (v, x) in xv.iter_mut().enumerate().take(D::NV) {
+            *x = _mm512_load_si512(rec.add(64 * v) as *const _);
+        }
+        let mut off = 64 * D::NV;
+        let corr = if D::CORR {
+            off += 64;
+            _mm512_load_si512(rec.add(off - 64) as *const _)
+        } else {
+            _mm512_setzero_si512()
+        };
+        let xs = _mm512_load_ps(rec.add(off) as *const f32);
+        let xe = if D::EXTRA { _mm512_load_ps(rec.add(off + 64) as *const f32) } else { _mm512_setzero_ps() };
+        for r in 0..RM {
+            let mut is = corr;
+            for v in 0..D::NV {
+                is = _mm512_dpbusd_epi32(is, wv[r][v], xv[v]);
+            }
+            let f = _mm512_mul_ps(_mm512_cvtepi32_ps(is), ws[r]);
+            let mut s = _mm512_fmadd_ps(f, xs, acc[r][t]);
+            if D::EXTRA {
+                s = _mm512_fmadd_ps(we[r], xe, s);
+            }
+            acc[r][t] = s;
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c")]
 unsafe fn tile_q<D: Dec, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n_groups = a.n_cols.div_ceil(D::GE);
-    let full = a.n_cols / D::GE;
     let mut acc = [[_mm512_setzero_ps(); RN]; RM];
     for g in 0..n_groups {
         let mut wv = [[_mm512_setzero_si512(); 4]; RM];
         let mut ws = [_mm512_setzero_ps(); RM];
         let mut we = [_mm512_setzero_ps(); RM];
-        if g < full {
-            for r in 0..RM {
-                D::decode::<false>(a.w.add(r * a.row_bytes + g * D::GB), D::GB, &mut wv[r], &mut ws[r], &mut we[r]);
-            }
-        } else {
-            let valid = (a.n_cols - g * D::GE) / D::BLOCK * D::BB;
-            for r in 0..RM {
-                D::decode::<true>(a.w.add(r * a.row_bytes + g * D::GB), valid, &mut wv[r], &mut ws[r], &mut we[r]);
-            }
-        }
-        for t in 0..RN {
-            let rec = a.act.add(t * a.act_stride + g * D::RB);
-            let mut xv = [_mm512_setzero_si512(); 4];
-            for (v, x) in xv.iter_mut().enumerate().take(D::NV) {
-                *x = _mm512_load_si512(rec.add(64 * v) as *const _);
-            }
-            let mut off = 64 * D::NV;
-            let corr = if D::CORR {
-                off += 64;
-                _mm512_load_si512(rec.add(off - 64) as *const _)
-            } else {
-                _mm512_setzero_si512()
-            };
-            let xs = _mm512_load_ps(rec.add(off) as *const f32);
-            let xe = if D::EXTRA { _mm512_load_ps(rec.add(off + 64) as *const f32) } else { _mm512_setzero_ps() };
-            for r in 0..RM {
-                let mut is = corr;
-                for v in 0..D::NV {
-                    is = _mm512_dpbusd_epi32(is, wv[r][v], xv[v]);
-                }
-                let f = _mm512_mul_ps(_mm512_cvtepi32_ps(is), ws[r]);
-                let mut s = _mm512_fmadd_ps(f, xs, acc[r][t]);
-                if D::EXTRA {
-                    s = _mm512_fmadd_ps(we[r], xe, s);
-                }
-                acc[r][t] = s;
-            }
-        }
+        decode_group::<D, RM>(a, g, &mut wv, &mut ws, &mut we);
+        group_pairs::<D, RM, RN>(a, g, &wv, &ws, &we, &mut acc);
     }
     store_tile(a, &acc);
+}
+
+/// The same as [`tile_q`] with the weights already decoded by [`decode_rows`] (`a.w`, `a.row_bytes`
+/// point into the decoded buffer).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c")]
+unsafe fn tile_pre<D: Dec, const RM: usize, const RN: usize>(a: &TileArgs) {
+    let n_groups = a.n_cols.div_ceil(D::GE);
+    let mut acc = [[_mm512_setzero_ps(); RN]; RM];
+    for g in 0..n_groups {
+        let mut wv = [[_mm512_setzero_si512(); 4]; RM];
+        let mut ws = [_mm512_setzero_ps(); RM];
+        let mut we = [_mm512_setzero_ps(); RM];
+        for r in 0..RM {
+            let p = a.w.add(r * a.row_bytes + g * D::DB);
+            for v in 0..D::NV {
+                wv[r][v] = _mm512_load_si512(p.add(64 * v) as *const _);
+            }
+            ws[r] = _mm512_load_ps(p.add(64 * D::NV) as *const f32);
+            if D::EXTRA {
+                we[r] = _mm512_load_ps(p.add(64 * D::NV + 64) as *const f32);
+            }
+        }
+        group_pairs::<D, RM, RN>(a, g, &wv, &ws, &we, &mut acc);
+    }
+    store_tile(a, &acc);
+}
+
+/// Decodes `rows` rows into `dst` (64-byte aligned), `D::DB` bytes per group.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c")]
+unsafe fn decode_rows<D: Dec>(rows: usize, a: &TileArgs, dst: *mut u8) {
+    let n_groups = a.n_cols.div_ceil(D::GE);
+    for r in 0..rows {
+        let sub = TileArgs { w: a.w.add(r * a.row_bytes), ..*a };
+        for g in 0..n_groups {
+            let mut wv = [[_mm512_setzero_si512(); 4]; 1];
+            let mut ws = [_mm512_setzero_ps(); 1];
+            let mut we = [_mm512_setzero_ps(); 1];
+            decode_group::<D, 1>(&sub, g, &mut wv, &mut ws, &mut we);
+            let p = dst.add((r * n_groups + g) * D::DB);
+            for v in 0..D::NV {
+                _mm512_store_si512(p.add(64 * v) as *mut _, wv[0][v]);
+            }
+            _mm512_store_ps(p.add(64 * D::NV) as *mut f32, ws[0]);
+            _mm512_store_ps(p.add(64 * D::NV + 64) as *mut f32, we[0]);
+        }
+    }
 }
 
 tile_dispatch!(tile_q4_0, tile_q::<Q4_0>, 2, 8);
@@ -688,6 +980,14 @@ tile_dispatch!(tile_q8_0, tile_q::<Q8_0>, 2, 8);
 tile_dispatch!(tile_q4_k, tile_q::<Q4K>, 2, 8);
 tile_dispatch!(tile_q5_k, tile_q::<Q5K>, 2, 8);
 tile_dispatch!(tile_q6_k, tile_q::<Q6K>, 2, 8);
+tile_dispatch!(pre_q4_0, tile_pre::<Q4_0>, 2, 8);
+tile_dispatch!(pre_q4_1, tile_pre::<Q4_1>, 2, 8);
+tile_dispatch!(pre_q5_0, tile_pre::<Q5_0>, 2, 8);
+tile_dispatch!(pre_q5_1, tile_pre::<Q5_1>, 2, 8);
+tile_dispatch!(pre_q8_0, tile_pre::<Q8_0>, 2, 8);
+tile_dispatch!(pre_q4_k, tile_pre::<Q4K>, 2, 8);
+tile_dispatch!(pre_q5_k, tile_pre::<Q5K>, 2, 8);
+tile_dispatch!(pre_q6_k, tile_pre::<Q6K>, 2, 8);
 
 /// Float weights: 16 values at element `i` of a row (or the first `n` of them).
 trait FW {
@@ -736,11 +1036,26 @@ impl FW for WBF16 {
 unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n = a.n_cols;
     let mut acc = [[_mm512_setzero_ps(); RN]; RM];
-    let rows: [*const u8; RM] = std::array::from_fn(|r| a.w.add(r * a.row_bytes));
-    let xs: [*const f32; RN] = std::array::from_fn(|t| a.act.add(t * a.act_stride) as *const f32);
+    let mut rows = [a.w; RM];
+    for (r, p) in rows.iter_mut().enumerate() {
+        *p = a.w.add(r * a.row_bytes);
+    }
+    let mut xs = [a.act as *const f32; RN];
+    for (t, p) in xs.iter_mut().enumerate() {
+        *p = a.act.add(t * a.act_stride) as *const f32;
+    }
     let mut i = 0;
+    let PREFETCH = PF.load(std::sync::atomic::Ordering::Relaxed);
     while i + 16 <= n {
-        let wv: [__m512; RM] = std::array::from_fn(|r| W::load(rows[r], i));
+        let mut wv = [_mm512_setzero_ps(); RM];
+        for r in 0..RM {
+            wv[r] = W::load(rows[r], i);
+        }
+        if a.prefetch && (i * W::SIZE) % 64 == 0 {
+            for r in 0..RM {
+                _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add(i * W::SIZE + PREFETCH) as *const i8);
+            }
+        }
         for t in 0..RN {
             let xv = _mm512_loadu_ps(xs[t].add(i));
             for r in 0..RM {
@@ -751,7 +1066,10 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     }
     if i < n {
         let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-        let wv: [__m512; RM] = std::array::from_fn(|r| W::load_n(rows[r], i, m));
+        let mut wv = [_mm512_setzero_ps(); RM];
+        for r in 0..RM {
+            wv[r] = W::load_n(rows[r], i, m);
+        }
         for t in 0..RN {
             let xv = _mm512_maskz_loadu_ps(m, xs[t].add(i));
             for r in 0..RM {
@@ -759,7 +1077,6 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
             }
         }
     }
-    let _ = W::SIZE;
     store_tile(a, &acc);
 }
 
@@ -795,9 +1112,46 @@ mod tests {
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx512bitalg,avx2,fma,f16c")]
     unsafe fn decode_tf<D: Dec>(p: *const u8, w: &mut [__m512i; 4], ws: &mut __m512, we: &mut __m512) {
         D::decode::<false>(p, D::GB, w, ws, we)
+    }
+
+    fn check_pack<D: Dec>(kind: crate::kernels::vecdot::ActKind, n: usize) {
+        let mut rng = crate::util::SplitMix64::new(n as u64);
+        let x: Vec<f32> = (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        let mut a = NatAct::default();
+        crate::kernels::vecdot::actq::quantize_scalar(kind, &x, &mut a);
+        let bytes = n.div_ceil(D::GE) * D::RB;
+        let mut b1 = crate::kernels::vecdot::AlignedBuf::default();
+        let mut b2 = crate::kernels::vecdot::AlignedBuf::default();
+        let r1 = b1.get(bytes);
+        r1.fill(0xAA);
+        pack::<D>(&a, r1);
+        let r2 = b2.get(bytes);
+        r2.fill(0x55);
+        pack_fast::<D>(&a, r2);
+        assert_eq!(b1.get(bytes), b2.get(bytes), "n = {n}");
+    }
+
+    #[test]
+    fn fast_packing_equals_the_reference_packing() {
+        if !available() {
+            return;
+        }
+        use crate::kernels::vecdot::ActKind;
+        for n in [32, 64, 96, 128, 160, 256, 288, 1024] {
+            check_pack::<Q4_0>(ActKind::Q8_0, n);
+            check_pack::<Q5_0>(ActKind::Q8_0, n);
+            check_pack::<Q8_0>(ActKind::Q8_0, n);
+            check_pack::<Q4_1>(ActKind::Q8_1, n);
+            check_pack::<Q5_1>(ActKind::Q8_1, n);
+        }
+        for n in [256, 512, 768] {
+            check_pack::<Q4K>(ActKind::Q8K, n);
+            check_pack::<Q5K>(ActKind::Q8K, n);
+            check_pack::<Q6K>(ActKind::Q8K, n);
+        }
     }
 
     #[test]

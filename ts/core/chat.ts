@@ -1,0 +1,131 @@
+// Chat on one sequence: messages are rendered with the GGUF's `tokenizer.chat_template` (Jinja,
+// through @huggingface/jinja) or, without one, a known fallback format (Mistral's [INST] when the
+// vocabulary has those control tokens, else a plain "User:/Assistant:" layout). Each turn feeds
+// the sequence only what extends the tokens it has already seen, so history is never re-processed
+// while the rendered conversation keeps growing at its end.
+
+import { Template } from "@huggingface/jinja";
+import type { Sequence } from "./context.js";
+import { InvalidArgumentError } from "./errors.js";
+import type { Generation } from "./generate.js";
+import type { Model } from "./model.js";
+import type { GenerateOptions } from "./types.js";
+
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
+/** Renders messages as the model expects them; `addGenerationPrompt` opens the assistant's turn. */
+export function renderChat(model: Model, messages: ChatMessage[], addGenerationPrompt = true): string {
+  const tpl = model.metadata["tokenizer.chat_template"];
+  let bos = "";
+  let eos = "";
+  try {
+    const v = model.vocab;
+    bos = v.bos !== null ? model.tokenAttributes(v.bos).piece : "";
+    eos = v.eos !== null ? model.tokenAttributes(v.eos).piece : "";
+  } catch {
+    /* no vocabulary: ids only */
+  }
+  if (typeof tpl === "string" && tpl.trim()) {
+    return new Template(tpl).render({ messages, bos_token: bos, eos_token: eos, add_generation_prompt: addGenerationPrompt });
+  }
+  const hasInst = (() => {
+    try {
+      const ids = model.tokenize("[INST]", { special: true, addBos: false });
+      return ids.length === 1 && model.tokenAttributes(ids[0]!).control;
+    } catch {
+      return false;
+    }
+  })();
+  if (hasInst) {
+    // Mistral's format (Mamba-Codestral): [INST] user [/INST] answer</s>; a system message is
+    // prepended to the first user message.
+    let out = bos;
+    let system = "";
+    for (const m of messages) {
+      if (m.role === "system") system = m.content + "\n\n";
+      else if (m.role === "user") {
+        out += `[INST] ${system}${m.content} [/INST]`;
+        system = "";
+      } else out += ` ${m.content}${eos}`;
+    }
+    return out;
+  }
+  let out = "";
+  for (const m of messages) {
+    const who = m.role === "system" ? "System" : m.role === "user" ? "User" : "Assistant";
+    out += `${who}: ${m.content.replace(/^ /, "")}\n`;
+  }
+  return addGenerationPrompt ? `${out}Assistant: ` : out;
+}
+
+export interface ChatOptions {
+  system?: string;
+}
+
+export class ChatSession {
+  readonly messages: ChatMessage[] = [];
+  /** The text the sequence has absorbed for this chat, and how many tokens that was. */
+  #seenText = "";
+  #seenTokens = 0;
+  /** Prompt tokens of the last turn, and how many of them were already in the sequence. */
+  lastPromptTokens = 0;
+  lastReusedTokens = 0;
+
+  constructor(
+    readonly sequence: Sequence,
+    options: ChatOptions = {},
+  ) {
+    if (options.system) this.messages.push({ role: "system", content: options.system });
+  }
+
+  /** Adds the user's message and generates the assistant's reply (stream it, or await `.result`).
+   *  When the newly rendered conversation extends the text the sequence has already absorbed,
+   *  only the new part is fed; otherwise the sequence starts over. */
+  send(content: string, options: GenerateOptions = {}): Generation {
+    if (typeof content !== "string") throw new InvalidArgumentError("send takes a string");
+    const model = this.sequence.context.model;
+    this.messages.push({ role: "user", content });
+    const rendered = renderChat(model, this.messages, true);
+    let feed: number[];
+    if (this.#seenText && rendered.startsWith(this.#seenText) && this.sequence.position === this.#seenTokens) {
+      feed = model.tokenize(rendered.slice(this.#seenText.length), { special: true, addBos: false });
+      this.lastReusedTokens = this.#seenTokens;
+    } else {
+      this.sequence.clear();
+      // A template that writes the BOS text itself gets no second one.
+      let bos = "";
+      try {
+        const b = model.vocab.bos;
+        bos = b !== null ? model.tokenAttributes(b).piece : "";
+      } catch {
+        /* ids only */
+      }
+      feed = model.tokenize(rendered, { special: true, addBos: bos && rendered.startsWith(bos) ? false : undefined });
+      this.lastReusedTokens = 0;
+      this.#seenText = "";
+      this.#seenTokens = 0;
+    }
+    this.lastPromptTokens = this.lastReusedTokens + feed.length;
+    const gen = this.sequence.generate(feed, options);
+    void gen.result.then(
+      (r) => {
+        let eosText = "";
+        if (r.stopReason === "eos" && r.tokens.length) {
+          eosText = model.tokenAttributes(r.tokens.at(-1)!).piece;
+        }
+        this.#seenText = rendered + r.text + eosText;
+        this.#seenTokens = this.sequence.position;
+        this.messages.push({ role: "assistant", content: r.text });
+      },
+      () => {
+        this.#seenText = "";
+        this.#seenTokens = 0;
+        this.sequence.clear();
+      },
+    );
+    return gen;
+  }
+}
