@@ -5,6 +5,8 @@ import { chromium } from "playwright-core";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { startServer } from "./server.mjs";
 import * as coil from "../../dist/node/index.js";
 
@@ -70,6 +72,45 @@ try {
   }
   if (consoleErrors.length) fail("no console errors", consoleErrors.join(" | "));
   else pass("no console errors");
+
+  // The example page, end to end: pick a GGUF, generate (greedy: the same tokens as native), stop.
+  console.log("example page (examples/browser):");
+  const gguf = join(mkdtempSync(join(tmpdir(), "coil-e2e-")), "mamba.gguf");
+  await coil.convert(join(ROOT, "tests/fixtures/hf/mamba"), gguf, { outtype: "f32" });
+  const native = await (async () => {
+    const m = await coil.loadModel(gguf, { backend: "native" });
+    const r = await m.complete("ROMEO:", { temperature: 0, maxTokens: 20, seed: 1 });
+    m.dispose();
+    return r;
+  })();
+  const ex = await browser.newPage();
+  ex.on("pageerror", (e) => consoleErrors.push(String(e)));
+  await ex.goto(`http://127.0.0.1:${port}/examples/browser/index.html`);
+  await ex.setInputFiles("#file", gguf);
+  await ex.waitForFunction(() => document.getElementById("status").textContent.startsWith("loaded"), null, { timeout: 30_000 });
+  pass("loads the picked GGUF in the worker");
+  await ex.fill("#prompt", "ROMEO:");
+  await ex.fill("#temp", "0");
+  await ex.fill("#max", "20");
+  await ex.click("#generate");
+  await ex.waitForFunction(() => document.body.dataset.stopReason !== undefined, null, { timeout: 30_000 });
+  const tokens = JSON.parse(await ex.evaluate(() => document.body.dataset.tokens));
+  const shown = await ex.evaluate(() => document.getElementById("out").textContent);
+  isDeepStrictEqual(tokens, native.tokens) && shown === native.text
+    ? pass(`greedy generation streams the same ${tokens.length} tokens and text as native`)
+    : fail("greedy generation", `browser ${JSON.stringify(tokens)} ${JSON.stringify(shown)} vs native ${JSON.stringify(native.tokens)} ${JSON.stringify(native.text)}`);
+  await ex.evaluate(() => delete document.body.dataset.stopReason);
+  await ex.fill("#max", "1000000");
+  await ex.fill("#temp", "1");
+  await ex.click("#generate");
+  await ex.waitForFunction(() => document.getElementById("out").textContent.length > 0, null, { timeout: 30_000 });
+  await ex.click("#stop");
+  await ex.waitForFunction(() => document.body.dataset.stopReason !== undefined, null, { timeout: 30_000 });
+  const reason = await ex.evaluate(() => document.body.dataset.stopReason);
+  const status = await ex.evaluate(() => document.getElementById("status").textContent);
+  reason === "abort" && /done: \d+ tokens \(abort\)/.test(status)
+    ? pass(`the stop button aborts (${status})`)
+    : fail("stop", `${reason} / ${status}`);
 } catch (e) {
   fail("browser run", (e?.stack ?? String(e)) + (consoleErrorsSeen.length ? `\n    console: ${consoleErrorsSeen.join(" | ")}` : ""));
 } finally {

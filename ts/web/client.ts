@@ -6,6 +6,11 @@ import type {
   BackendInfo,
   BackendName,
   CommonOptions,
+  ContextOptions,
+  EvaluateOptions,
+  GenerateOptions,
+  GenerationChunk,
+  GenerationResult,
   GgufInfo,
   GgufMetadataValue,
   GgufSource,
@@ -20,6 +25,24 @@ import type { WorkerApi } from "./worker.js";
 
 let nextAbortId = 1;
 
+/** A sequence of a context in the worker. `generate` returns the same shape as `Sequence.generate`:
+ *  an async iterator of chunks with a `.result` promise. */
+export interface RemoteSequence {
+  readonly id: number;
+  position(): Promise<number>;
+  clear(): Promise<void>;
+  evaluate(tokens: ArrayLike<number>, options?: EvaluateOptions): Promise<Float32Array>;
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncIterableIterator<GenerationChunk> & { result: Promise<GenerationResult> };
+}
+
+export interface RemoteContext {
+  readonly sequenceCount: number;
+  readonly nVocab: number;
+  sequence(i?: number): RemoteSequence;
+  dispose(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
 /** A model living in the worker: `Model`'s methods, each returning a promise. */
 export interface RemoteModel {
   readonly backend: BackendName;
@@ -30,6 +53,7 @@ export interface RemoteModel {
   detokenize(ids: ArrayLike<number>, options?: { special?: boolean }): Promise<string>;
   tokenPieces(ids: ArrayLike<number>, options?: { special?: boolean }): Promise<string[]>;
   tokenAttributes(id: number): Promise<TokenAttributes>;
+  createContext(options?: ContextOptions): Promise<RemoteContext>;
   readonly disposed: boolean;
   dispose(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -78,6 +102,7 @@ export function createWorkerClient(worker?: Worker): WorkerClient {
       detokenize: (ids, o) => use(() => remote.detokenize(handle, Array.from(ids), o)),
       tokenPieces: (ids, o) => use(() => remote.tokenPieces(handle, Array.from(ids), o)),
       tokenAttributes: (id) => use(() => remote.tokenAttributes(handle, id)),
+      createContext: (o) => use(async () => remoteContext(await remote.createContext(handle, o))),
       get disposed() {
         return disposed;
       },
@@ -89,6 +114,69 @@ export function createWorkerClient(worker?: Worker): WorkerClient {
       [Symbol.asyncDispose]: () => m.dispose(),
     };
     return m;
+  }
+
+  function remoteContext(c: { handle: number; sequences: number; nVocab: number }): RemoteContext {
+    const seqs: RemoteSequence[] = [];
+    for (let i = 0; i < c.sequences; i++) seqs.push(remoteSequence(c.handle, i));
+    const dispose = () => call(undefined, () => remote.disposeContext(c.handle));
+    return {
+      sequenceCount: c.sequences,
+      nVocab: c.nVocab,
+      sequence: (i = 0) => {
+        const s = seqs[i];
+        if (!s) throw new CoilError("INVALID_ARGUMENT", `no sequence ${i}: this context has ${seqs.length}`);
+        return s;
+      },
+      dispose,
+      [Symbol.asyncDispose]: dispose,
+    };
+  }
+
+  function remoteSequence(ctx: number, id: number): RemoteSequence {
+    return {
+      id,
+      position: () => call(undefined, () => remote.position(ctx, id)),
+      clear: () => call(undefined, () => remote.clear(ctx, id)),
+      evaluate: (tokens, o = {}) => {
+        const { signal, ...rest } = o;
+        return call(signal, (abortId) => remote.evaluate(ctx, id, Array.from(tokens), rest, abortId));
+      },
+      generate: (prompt, o = {}) => {
+        const { signal, onToken, ...rest } = o;
+        // Rebuild an async iterator from the worker's chunk callbacks.
+        const queue: GenerationChunk[] = [];
+        let wake: (() => void) | undefined;
+        let finished = false;
+        const onChunk = (chunk: GenerationChunk) => {
+          onToken?.(chunk);
+          queue.push(chunk);
+          wake?.();
+        };
+        const result = call(signal, (abortId) =>
+          remote.generate(ctx, id, typeof prompt === "string" ? prompt : Array.from(prompt), rest, Comlink.proxy(onChunk), abortId),
+        ).finally(() => {
+          finished = true;
+          wake?.();
+        });
+        result.catch(() => {});
+        const it = {
+          result,
+          [Symbol.asyncIterator]() {
+            return it;
+          },
+          async next(): Promise<IteratorResult<GenerationChunk, GenerationResult>> {
+            for (;;) {
+              if (queue.length) return { done: false, value: queue.shift()! };
+              if (finished) return { done: true, value: await result };
+              await new Promise<void>((r) => (wake = r));
+              wake = undefined;
+            }
+          },
+        };
+        return it as AsyncIterableIterator<GenerationChunk> & { result: Promise<GenerationResult> };
+      },
+    };
   }
 
   const dispose = () => {

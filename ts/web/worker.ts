@@ -8,11 +8,14 @@ import { encodeError } from "./wire.js";
 import type { CommonOptions, GgufSource, InspectOptions, LoadModelOptions, TokenizeOptions } from "../core/types.js";
 import { CoilAbortError, CoilError } from "../core/errors.js";
 import type { Model } from "../core/model.js";
+import type { Context } from "../core/context.js";
+import type { ContextOptions, EvaluateOptions, GenerateOptions, GenerationChunk } from "../core/types.js";
 
 // AbortSignals cannot cross postMessage; the client sends an abort id and calls abort(id).
 const controllers = new Map<number, AbortController>();
 // Models live here; the page holds handles.
 const models = new Map<number, Model>();
+const contexts = new Map<number, Context>();
 let nextHandle = 1;
 
 function withSignal<T>(id: number | undefined, run: (signal?: AbortSignal) => Promise<T>): Promise<T> {
@@ -28,6 +31,12 @@ async function wrap<T>(p: () => T | Promise<T>): Promise<T> {
   } catch (e) {
     throw encodeError(e);
   }
+}
+
+function context(handle: number): Context {
+  const c = contexts.get(handle);
+  if (!c) throw new CoilError("DISPOSED", "this context has been disposed");
+  return c;
 }
 
 function model(handle: number): Model {
@@ -62,6 +71,42 @@ const workerApi = {
   detokenize: (h: number, ids: number[], o?: { special?: boolean }) => wrap(() => model(h).detokenize(ids, o)),
   tokenPieces: (h: number, ids: number[], o?: { special?: boolean }) => wrap(() => model(h).tokenPieces(ids, o)),
   tokenAttributes: (h: number, id: number) => wrap(() => model(h).tokenAttributes(id)),
+  createContext: (h: number, o?: ContextOptions) =>
+    wrap(() => {
+      const c = model(h).createContext(o);
+      const handle = nextHandle++;
+      contexts.set(handle, c);
+      return { handle, sequences: c.sequenceCount, nVocab: c.nVocab };
+    }),
+  disposeContext: (h: number) => wrap(async () => {
+    await contexts.get(h)?.dispose();
+    contexts.delete(h);
+  }),
+  position: (h: number, seq: number) => wrap(() => context(h).sequence(seq).position),
+  clear: (h: number, seq: number) => wrap(() => context(h).sequence(seq).clear()),
+  evaluate: (h: number, seq: number, tokens: number[], o: Omit<EvaluateOptions, "signal"> = {}, abortId?: number) =>
+    wrap(() => withSignal(abortId, async (signal) => {
+      const l = await context(h).sequence(seq).evaluate(tokens, { ...o, signal });
+      return Comlink.transfer(l, [l.buffer]);
+    })),
+  /** Runs a whole generation; chunks go to `onChunk` as they come (comlink cannot pass iterators). */
+  generate: (
+    h: number,
+    seq: number,
+    prompt: string | number[],
+    o: Omit<GenerateOptions, "signal" | "onToken"> = {},
+    onChunk?: (c: GenerationChunk) => void,
+    abortId?: number,
+  ) =>
+    wrap(() =>
+      withSignal(abortId, async (signal) => {
+        const gen = context(h).sequence(seq).generate(prompt, { ...o, signal });
+        // Each chunk is delivered (awaited) before the next step, so the page sees them in order
+        // and before the result.
+        for await (const chunk of gen) await onChunk?.(chunk);
+        return gen.result;
+      }),
+    ),
   disposeModel(h: number) {
     models.get(h)?.dispose();
     models.delete(h);
