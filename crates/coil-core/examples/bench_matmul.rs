@@ -40,9 +40,6 @@ fn main() {
     let threads: Vec<usize> = arg(&args, "--threads").unwrap_or("1,2").split(',').map(|s| s.parse().unwrap()).collect();
     let secs: f64 = arg(&args, "--secs").unwrap_or("0.3").parse().unwrap();
     let hot = args.iter().any(|a| a == "--hot");
-    if let Some(d) = arg(&args, "--pf") {
-        coil_core::kernels::matmul::set_prefetch_distance(d.parse().unwrap());
-    }
 
     let paths: Vec<_> = matmul_paths()
         .into_iter()
@@ -85,6 +82,25 @@ fn main() {
             pool.run(*n, spin);
             busy = busy.min(t.elapsed().as_secs_f64());
         }
+        // Share of the tasks the workers take in 16-task jobs of ~2 us tasks (the caller does the
+        // rest): 1/n when all threads are running.
+        let on_caller = std::sync::atomic::AtomicUsize::new(0);
+        let main_id = std::thread::current().id();
+        for _ in 0..2000 {
+            pool.run(16, |_| {
+                let t = Instant::now();
+                while t.elapsed().as_secs_f64() < 2e-6 {
+                    std::hint::spin_loop();
+                }
+                if std::thread::current().id() == main_id {
+                    on_caller.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        println!(
+            "pool of {n}: workers ran {:.0}% of the tasks of 16-task jobs",
+            100.0 - on_caller.load(std::sync::atomic::Ordering::Relaxed) as f64 / (2000.0 * 16.0) * 100.0
+        );
         println!(
             "pool of {n}: empty job {:.2} us back to back, {:.1} us after 20 ms idle; {n} x 20 us tasks take {:.1} us",
             hot * 1e6,
@@ -92,7 +108,10 @@ fn main() {
             busy * 1e6
         );
     }
-    println!("{:<6} {:>11} {:>6} {:>8} {:>3} {:>12} {:>10}", "type", "shape", "tokens", "path", "thr", "time/call", "rate");
+    println!(
+        "{:<6} {:>11} {:>6} {:>8} {:>3} {:>12} {:>10}",
+        "type", "shape", "tokens", "path", "thr", "time/call", "rate"
+    );
     for &ty in &types {
         for &(rows, cols) in &shapes {
             let bs = ty.block_size() as usize;

@@ -146,9 +146,9 @@ fn main() {
                     b.push(toks[s as usize], s, true);
                 }
                 ctx.evaluate_into(&b, &mut logits).unwrap();
-                for s in 0..seqs as usize {
+                for (s, tok) in toks.iter_mut().enumerate() {
                     let row = logits.row(s);
-                    toks[s] = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0) as u32;
+                    *tok = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0) as u32;
                 }
             }
             best = best.min(t.elapsed().as_secs_f64());

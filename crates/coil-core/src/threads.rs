@@ -44,7 +44,9 @@ fn linux_physical_cores() -> Option<usize> {
     use std::collections::HashSet;
     // The CPUs this process may run on (affinity), from /proc/self/status "Cpus_allowed_list".
     let allowed: Option<HashSet<usize>> = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines().find(|l| l.starts_with("Cpus_allowed_list:")).and_then(|l| parse_cpu_list(l.split(':').nth(1)?.trim()))
+        s.lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .and_then(|l| parse_cpu_list(l.split(':').nth(1)?.trim()))
     });
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online").ok().and_then(|s| parse_cpu_list(s.trim()));
     if let Some(online) = online {
@@ -326,7 +328,7 @@ mod native {
             let mut spins = 0u32;
             while s & ACTIVE != 0 {
                 spins = spins.wrapping_add(1);
-                if spins % 256 == 0 {
+                if spins.is_multiple_of(256) {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();
@@ -397,7 +399,7 @@ mod native {
                     return;
                 }
                 spins = spins.wrapping_add(1);
-                if spins % 32 == 0 {
+                if spins.is_multiple_of(32) {
                     let e = start.elapsed();
                     if e > YIELD {
                         // Park. Re-check under the lock so a notify cannot be missed.

@@ -3,9 +3,7 @@
 //! quantizers bit-identical to ggml (also on ggml's own reference vectors).
 
 use coil_core::gguf::GgmlType;
-use coil_core::kernels::matmul::{
-    get_rows, matmul, matmul_exact, matmul_paths, matmul_ref, WeightRef, MATMUL_TYPES,
-};
+use coil_core::kernels::matmul::{get_rows, matmul, matmul_exact, matmul_paths, matmul_ref, WeightRef, MATMUL_TYPES};
 use coil_core::kernels::vecdot::actq::{self, NatAct};
 use coil_core::kernels::vecdot::ActKind;
 use coil_core::quant;
@@ -21,9 +19,8 @@ fn weights(ty: GgmlType, n_rows: usize, n_cols: usize, seed: u64) -> Vec<u8> {
         // Rows of different magnitudes, some with an offset (exercises mins), one all zero.
         let scale = [1.0f32, 0.02, 3.0, 0.5][r % 4];
         let off = if r % 3 == 1 { 0.3 } else { 0.0 };
-        let vals: Vec<f32> = (0..n_cols)
-            .map(|_| if r == 5 { 0.0 } else { ((rng.next_f32() * 2.0 - 1.0) + off) * scale })
-            .collect();
+        let vals: Vec<f32> =
+            (0..n_cols).map(|_| if r == 5 { 0.0 } else { ((rng.next_f32() * 2.0 - 1.0) + off) * scale }).collect();
         quant::quantize_row(ty, &vals, &mut data[r * rb..(r + 1) * rb]).unwrap();
     }
     data
@@ -110,7 +107,11 @@ fn every_path_and_type_matches_the_exact_reference() {
                         p.run(&w, &x, n_tokens, &mut got, &pool);
                         for i in 0..got.len() {
                             if p.name() == "scalar" {
-                                assert_eq!(got[i].to_bits(), want[i].to_bits(), "{ty} scalar must be ggml's generic result");
+                                assert_eq!(
+                                    got[i].to_bits(),
+                                    want[i].to_bits(),
+                                    "{ty} scalar must be ggml's generic result"
+                                );
                                 continue;
                             }
                             let tol = 2e-6 * scale[i] + 1e-30;
@@ -158,8 +159,8 @@ fn exact_is_within_the_activation_quantization_bound_of_the_reference() {
                 for t in 0..n_tokens {
                     let xt = &x[t * n_cols..(t + 1) * n_cols];
                     let mut bound = 1e-6 * scale[t * n_rows + r];
-                    if bs > 0 {
-                        for b in 0..n_cols / bs {
+                    if let Some(nb) = n_cols.checked_div(bs) {
+                        for b in 0..nb {
                             let xb = &xt[b * bs..(b + 1) * bs];
                             let wb = &row[b * bs..(b + 1) * bs];
                             let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
@@ -173,7 +174,12 @@ fn exact_is_within_the_activation_quantization_bound_of_the_reference() {
                     }
                     let i = t * n_rows + r;
                     let d = (exact[i] as f64 - refr[i] as f64).abs();
-                    assert!(d <= bound, "{ty} {n_cols} [{r},{t}]: exact {} ref {} diff {d:e} > {bound:e}", exact[i], refr[i]);
+                    assert!(
+                        d <= bound,
+                        "{ty} {n_cols} [{r},{t}]: exact {} ref {} diff {d:e} > {bound:e}",
+                        exact[i],
+                        refr[i]
+                    );
                 }
             }
         }
@@ -290,7 +296,9 @@ fn weight_ref_rejects_bad_shapes() {
     assert_eq!(WeightRef::new(GgmlType::Q4_0, &d[1..], 2, 64).unwrap_err().code, ErrorCode::BadTensorShape);
     assert_eq!(WeightRef::new(GgmlType::Q4_0, &d, usize::MAX, 64).unwrap_err().code, ErrorCode::BadTensorShape);
     assert_eq!(WeightRef::new(GgmlType::Q4_K, &d, 1, 128).unwrap_err().code, ErrorCode::BadTensorShape);
-    for ty in [GgmlType::Q8_1, GgmlType::Q8_K, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_NL, GgmlType::I8, GgmlType::F64] {
+    for ty in
+        [GgmlType::Q8_1, GgmlType::Q8_K, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_NL, GgmlType::I8, GgmlType::F64]
+    {
         assert_eq!(WeightRef::new(ty, &d, 1, 32).unwrap_err().code, ErrorCode::UnsupportedType, "{ty}");
     }
     let f = vec![0u8; 4 * 6];
@@ -350,14 +358,26 @@ fn activation_quantizers_are_bit_identical_to_the_reference() {
                 check_quantizers(kind, aty, &x, &format!("random x{scale}"));
             }
             // Exact rounding ties (x·id = k + 0.5) for both rounding rules.
-            let ties: Vec<f32> = (0..n).map(|i| if i % bs == 0 { 127.0 } else { ((i % 255) as f32 - 127.0) * 0.5 }).collect();
+            let ties: Vec<f32> =
+                (0..n).map(|i| if i % bs == 0 { 127.0 } else { ((i % 255) as f32 - 127.0) * 0.5 }).collect();
             check_quantizers(kind, aty, &ties, "ties");
-            let neg: Vec<f32> = (0..n).map(|i| if i % bs == 3 { -127.0 } else { ((i % 101) as f32 - 50.0) * 0.5 }).collect();
+            let neg: Vec<f32> =
+                (0..n).map(|i| if i % bs == 3 { -127.0 } else { ((i % 101) as f32 - 50.0) * 0.5 }).collect();
             check_quantizers(kind, aty, &neg, "ties, negative max");
             check_quantizers(kind, aty, &vec![0f32; n], "zeros");
             check_quantizers(kind, aty, &vec![-0.0f32; n], "negative zeros");
             // Equal magnitudes of both signs: the first one decides the sign of the Q8_K scale.
-            let pm: Vec<f32> = (0..n).map(|i| if i % 7 == 0 { -2.0 } else if i % 7 == 3 { 2.0 } else { 0.5 }).collect();
+            let pm: Vec<f32> = (0..n)
+                .map(|i| {
+                    if i % 7 == 0 {
+                        -2.0
+                    } else if i % 7 == 3 {
+                        2.0
+                    } else {
+                        0.5
+                    }
+                })
+                .collect();
             check_quantizers(kind, aty, &pm, "+-max");
             // Subnormal blocks (the reciprocal scale overflows) next to normal ones.
             let sub: Vec<f32> = (0..n).map(|i| if (i / bs) % 2 == 0 { 1e-39 * (i % 3) as f32 } else { 1.0 }).collect();

@@ -3,7 +3,9 @@
 //! single-token runs, states carried between calls), plus the properties the model relies on.
 
 use coil_core::kernels::conv::{ssm_conv_ref, ssm_conv_with, transpose_conv_weights, ConvArgs};
-use coil_core::kernels::norm::{gated_group_rms_norm_ref, group_rms_norm_inplace_with, rms_norm_row_ref, rms_norm_with};
+use coil_core::kernels::norm::{
+    gated_group_rms_norm_ref, group_rms_norm_inplace_with, rms_norm_row_ref, rms_norm_with,
+};
 use coil_core::kernels::ops::{exp_ref, mul_silu_with, silu_ref, softplus_inplace_with, softplus_ref, Isa};
 use coil_core::kernels::ssm::{ssm_scan1_ref, ssm_scan1_with, ssm_scan2_ref, ssm_scan2_with, Scan1Args, Scan2Args};
 use coil_core::util::SplitMix64;
@@ -15,13 +17,25 @@ fn rnd(r: &mut SplitMix64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
 fn rel(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    got.iter().zip(want).map(|(a, b)| if a.is_nan() || b.is_nan() { f32::INFINITY } else { (a - b).abs() / scale }).fold(0f32, f32::max)
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| if a.is_nan() || b.is_nan() { f32::INFINITY } else { (a - b).abs() / scale })
+        .fold(0f32, f32::max)
 }
 
 #[test]
 fn selfcheck_reports_every_model_kernel_within_1e_5() {
     let res = coil_core::kernels::selfcheck();
-    for k in ["exp", "softplus", "silu", "rms_norm", "group_rms_norm_gated", "ssm_conv", "ssm_scan_mamba1", "ssm_scan_mamba2"] {
+    for k in [
+        "exp",
+        "softplus",
+        "silu",
+        "rms_norm",
+        "group_rms_norm_gated",
+        "ssm_conv",
+        "ssm_scan_mamba1",
+        "ssm_scan_mamba2",
+    ] {
         for isa in Isa::available() {
             let name = format!("{k}/{}", isa.name());
             let (_, d) = res.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("selfcheck lacks {name}"));
@@ -33,7 +47,9 @@ fn selfcheck_reports_every_model_kernel_within_1e_5() {
 #[test]
 fn scan1_sweep() {
     let mut r = SplitMix64::new(1);
-    for &(t, e, n, bcs_extra) in &[(1usize, 16usize, 16usize, 0usize), (64, 48, 16, 7), (3, 1, 4, 1), (17, 33, 16, 3), (2, 130, 32, 0)] {
+    for &(t, e, n, bcs_extra) in
+        &[(1usize, 16usize, 16usize, 0usize), (64, 48, 16, 7), (3, 1, 4, 1), (17, 33, 16, 3), (2, 130, 32, 0)]
+    {
         let x = rnd(&mut r, t * e, -3.0, 3.0);
         let dt = rnd(&mut r, t * e, -8.0, 25.0); // crosses the softplus threshold
         let dtb = rnd(&mut r, e, -1.0, 1.0);
@@ -83,7 +99,13 @@ fn scan1_sweep() {
 #[test]
 fn scan2_sweep() {
     let mut r = SplitMix64::new(2);
-    for &(t, h, p, n, g) in &[(1usize, 24usize, 64usize, 128usize, 1usize), (33, 4, 16, 16, 2), (5, 6, 7, 9, 3), (2, 8, 80, 64, 8), (9, 1, 1, 1, 1)] {
+    for &(t, h, p, n, g) in &[
+        (1usize, 24usize, 64usize, 128usize, 1usize),
+        (33, 4, 16, 16, 2),
+        (5, 6, 7, 9, 3),
+        (2, 8, 80, 64, 8),
+        (9, 1, 1, 1, 1),
+    ] {
         let e = h * p;
         let xw = e + 2 * g * n + 3;
         let xbc = rnd(&mut r, t * xw, -2.0, 2.0);
@@ -180,7 +202,8 @@ fn conv_sweep() {
             let (mut s_ref, mut o_ref) = (st0.clone(), vec![0f32; t * c]);
             ssm_conv_ref(&x, xs, t, c, k, &wg, Some(&b), &mut s_ref, &mut o_ref, c, silu);
             for isa in Isa::available() {
-                let a = ConvArgs { x: &x, x_stride: xs, n_t: t, n_c: c, k, w: &wt, bias: Some(&b), silu, out_stride: c };
+                let a =
+                    ConvArgs { x: &x, x_stride: xs, n_t: t, n_c: c, k, w: &wt, bias: Some(&b), silu, out_stride: c };
                 let (mut s, mut o) = (st0.clone(), vec![0f32; t * c]);
                 ssm_conv_with(isa, &a, &mut s, &mut o);
                 assert!(rel(&o, &o_ref) < 1e-5, "{isa:?} t{t} c{c} k{k}");

@@ -1,22 +1,39 @@
 //! Matrix products with a GGUF weight matrix: `out[t][r] = Σ_c W[r, c] · x[t][c]`.
 //!
-//! * [`matmul`]: the fast path for this machine (AVX-512 VNNI+VBMI or AVX2 on x86-64, picked at run
-//!   time; simd128 on wasm32; scalar elsewhere), parallel over weight rows on a [`ThreadPool`].
+//! * [`matmul`]: the fast path for this machine, parallel over weight rows on a [`ThreadPool`].
 //! * [`matmul_ref`]: the plain reference — each weight row dequantized to f32
 //!   ([`crate::quant::dequantize_row`]) and multiplied with the unquantized f32 activations,
 //!   accumulated in **f64**, rounded to f32 once.
 //! * [`matmul_exact`]: what ggml's portable C code computes, bit for bit: for quantized weights
 //!   the activations are quantized to Q8_0 / Q8_1 / Q8_K first (as ggml does, see
 //!   [`super::vecdot`]) and the generic `ggml_vec_dot_*` arithmetic is reproduced; for float
-//!   weights a sequential-in-4-lanes f32 dot.
+//!   weights a sequential-in-4-lanes f32 dot. This is also the "scalar" path.
 //!
+//! Paths ([`matmul_paths`]; native picks at run time, wasm32 at compile time):
+//!
+//! | path | needs | types with their own kernel | others |
+//! |---|---|---|---|
+//! | `avx512` | AVX-512 F/BW/VL/VNNI/VBMI/BITALG + AVX2/FMA/F16C (Ice Lake, Zen 4+) | all 11 | — |
+//! | `avx2` | AVX2 + FMA + F16C (Haswell, Zen 1+) | all 11 | — |
+//! | `simd128` | wasm32 built with `+simd128` | all 11 (Q5_0/Q5_1/Q5_K decode partly scalar) | — |
+//! | `scalar` | — (aarch64 too: no NEON kernels yet) | all 11 | — |
+//!
+//! Float weights multiply f32 activations (F16/BF16 converted to f32 in registers; ggml instead
+//! rounds the activations to f16/bf16 first, so for F16/BF16 coil is the more accurate of the two).
 //! The fast paths sum the same integers as `matmul_exact` and differ from it only by the order of
-//! the f32 additions (tests bound the difference by a few f32 ulps of `Σ|terms|`). Against
+//! the f32 additions (tests bound the difference by 2e-6 of `Σ|terms|`; typically 1e-8). Against
 //! `matmul_ref` the quantized types also carry the activation quantization error, bounded per block
-//! by `Σ_i |w_i| · amax_block / 254` (Q8_0, Q8_1, Q8_K all round to the nearest of 255 levels).
+//! by about `Σ_i |w_i| · amax_block / 254` (Q8_0, Q8_1, Q8_K all round to the nearest of 255 levels).
 //!
 //! Results never depend on the thread count or on `n_tokens`: every output element is computed by
-//! one thread with the same instruction sequence whatever tile or batch it belongs to.
+//! one thread with the same instruction sequence whatever tile or batch it belongs to (so a token
+//! of a prompt batch gets exactly the logits it would get alone).
+//!
+//! Work split: rows are cut into tasks (about 8 per thread) handed out dynamically. Matrix-vector
+//! products prefetch the weights 8 KiB ahead (they stream from memory once); with more tokens than
+//! a tile holds (8 on AVX-512), quantized rows are decoded once per panel and token block into a
+//! per-thread buffer and reused by every token tile (prompt processing is compute-bound). The
+//! activation quantization runs once per call (in parallel over tokens for batches).
 
 use super::vecdot::{self, actq, ActKind, AlignedBuf, Kernel, QKernel, TileArgs, TileFn};
 use crate::error::{CoilError, ErrorCode, Result};
@@ -63,7 +80,7 @@ impl<'a> WeightRef<'a> {
             ));
         }
         let bs = ty.block_size() as usize;
-        if n_cols % bs != 0 {
+        if !n_cols.is_multiple_of(bs) {
             return Err(CoilError::new(
                 ErrorCode::BadTensorShape,
                 format!("a {ty} row of {n_cols} values is not a whole number of {bs}-value blocks"),
@@ -209,15 +226,17 @@ pub fn get_rows(w: &WeightRef, ids: &[u32], out: &mut [f32]) -> Result<()> {
     if ids.len().checked_mul(n) != Some(out.len()) {
         return Err(CoilError::new(
             ErrorCode::InvalidArgument,
-            format!("get_rows: {} ids of {n} values need an output of {} values, got {}", ids.len(), ids.len() * n, out.len()),
+            format!(
+                "get_rows: {} ids of {n} values need an output of {} values, got {}",
+                ids.len(),
+                ids.len() * n,
+                out.len()
+            ),
         ));
     }
     for (i, &id) in ids.iter().enumerate() {
         if id as usize >= w.n_rows {
-            return Err(CoilError::new(
-                ErrorCode::TokenOutOfRange,
-                format!("row {id} of a {}-row matrix", w.n_rows),
-            ));
+            return Err(CoilError::new(ErrorCode::TokenOutOfRange, format!("row {id} of a {}-row matrix", w.n_rows)));
         }
         quant::dequantize_row(w.ty, w.row(id as usize), &mut out[i * n..(i + 1) * n])?;
     }
@@ -320,12 +339,6 @@ pub fn matmul_paths() -> Vec<MatmulPath> {
 }
 
 /// The path [`matmul`] uses (detected once).
-#[doc(hidden)]
-pub fn set_prefetch_distance(d: usize) {
-    #[cfg(target_arch = "x86_64")]
-    vecdot::x86_avx512::PF.store(d, std::sync::atomic::Ordering::Relaxed);
-}
-
 pub fn best_path() -> MatmulPath {
     use std::sync::OnceLock;
     static BEST: OnceLock<MatmulPath> = OnceLock::new();
@@ -597,7 +610,13 @@ pub fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
     let mut rng = crate::util::SplitMix64::new(0xc011);
     for &ty in &MATMUL_TYPES {
         let bs = ty.block_size() as usize;
-        let n_cols = if bs == 256 { 512 } else if bs == 32 { 96 } else { 75 };
+        let n_cols = if bs == 256 {
+            512
+        } else if bs == 32 {
+            96
+        } else {
+            75
+        };
         let n_rows = 7;
         let n_tokens = 3;
         let data = synth_weights(ty, n_rows, n_cols, 17 + ty.id() as u64);

@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)] // register-array loops index by constant positions on purpose
 //! Activation quantizers: an f32 row to Q8_0 / Q8_1 / Q8_K values, bit-identical to ggml's
 //! `quantize_row_q8_0_ref`, `quantize_row_q8_1_ref` and `quantize_row_q8_K_ref` (and so to
 //! [`crate::quant::quantize_row`]) for every finite input, but kept unpacked ("natural" layout:
@@ -153,10 +154,13 @@ pub fn quantize(kind: ActKind, x: &[f32], a: &mut NatAct) {
     quantize_scalar(kind, x, a)
 }
 
+/// An activation quantizer.
+pub type QuantizeFn = fn(ActKind, &[f32], &mut NatAct);
+
 /// Every quantizer implementation this machine can run, by name (scalar first).
-pub fn quantize_paths() -> Vec<(&'static str, fn(ActKind, &[f32], &mut NatAct))> {
+pub fn quantize_paths() -> Vec<(&'static str, QuantizeFn)> {
     #[allow(unused_mut)]
-    let mut v: Vec<(&'static str, fn(ActKind, &[f32], &mut NatAct))> = vec![("scalar", quantize_scalar)];
+    let mut v: Vec<(&'static str, QuantizeFn)> = vec![("scalar", quantize_scalar)];
     #[cfg(target_arch = "x86_64")]
     if avx2_ok() {
         v.push(("avx2", |k, x, a| unsafe { x86::quantize_avx2(k, x, a) }));
@@ -205,7 +209,10 @@ mod x86 {
         let fr = _mm256_sub_ps(v, t);
         let sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0));
         let absfr = _mm256_andnot_ps(_mm256_set1_ps(-0.0), fr);
-        let step = _mm256_and_ps(_mm256_cmp_ps(absfr, _mm256_set1_ps(0.5), _CMP_GE_OQ), _mm256_or_ps(sign, _mm256_set1_ps(1.0)));
+        let step = _mm256_and_ps(
+            _mm256_cmp_ps(absfr, _mm256_set1_ps(0.5), _CMP_GE_OQ),
+            _mm256_or_ps(sign, _mm256_set1_ps(1.0)),
+        );
         _mm256_add_ps(t, step)
     }
 
@@ -240,7 +247,12 @@ mod x86 {
             ActKind::Q8_0 | ActKind::Q8_1 => {
                 for b in 0..x.len() / 32 {
                     let p = x.as_ptr().add(32 * b);
-                    let v = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
+                    let v = [
+                        _mm256_loadu_ps(p),
+                        _mm256_loadu_ps(p.add(8)),
+                        _mm256_loadu_ps(p.add(16)),
+                        _mm256_loadu_ps(p.add(24)),
+                    ];
                     let m01 = _mm256_max_ps(_mm256_andnot_ps(absmask, v[0]), _mm256_andnot_ps(absmask, v[1]));
                     let m23 = _mm256_max_ps(_mm256_andnot_ps(absmask, v[2]), _mm256_andnot_ps(absmask, v[3]));
                     let amax = hmax(_mm256_max_ps(m01, m23));
@@ -253,7 +265,10 @@ mod x86 {
                     }
                     let packed = pack4(q[0], q[1], q[2], q[3]);
                     _mm256_storeu_si256(a.q.as_mut_ptr().add(32 * b) as *mut __m256i, packed);
-                    let sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(sext8(q[0]), sext8(q[1])), _mm256_add_epi32(sext8(q[2]), sext8(q[3]))));
+                    let sum = hsum_i32(_mm256_add_epi32(
+                        _mm256_add_epi32(sext8(q[0]), sext8(q[1])),
+                        _mm256_add_epi32(sext8(q[2]), sext8(q[3])),
+                    ));
                     a.d[b] = f16_to_f32(f32_to_f16(d));
                     a.sums[b] = sum;
                     if kind == ActKind::Q8_1 {
@@ -280,7 +295,11 @@ mod x86 {
                     let am = _mm256_set1_ps(amax);
                     let mut max = 0f32;
                     for k in 0..32 {
-                        let eq = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(absmask, _mm256_loadu_ps(p.add(8 * k))), am, _CMP_EQ_OQ));
+                        let eq = _mm256_movemask_ps(_mm256_cmp_ps(
+                            _mm256_andnot_ps(absmask, _mm256_loadu_ps(p.add(8 * k))),
+                            am,
+                            _CMP_EQ_OQ,
+                        ));
                         if eq != 0 {
                             max = *p.add(8 * k + eq.trailing_zeros() as usize);
                             break;
@@ -292,7 +311,10 @@ mod x86 {
                         let c127 = _mm256_set1_epi32(127);
                         let mut qi = [_mm256_setzero_si256(); 4];
                         for k in 0..4 {
-                            qi[k] = _mm256_min_epi32(nearest_int(_mm256_mul_ps(isv, _mm256_loadu_ps(p.add(32 * j + 8 * k)))), c127);
+                            qi[k] = _mm256_min_epi32(
+                                nearest_int(_mm256_mul_ps(isv, _mm256_loadu_ps(p.add(32 * j + 8 * k)))),
+                                c127,
+                            );
                         }
                         _mm256_storeu_si256(q.add(32 * j) as *mut __m256i, pack4(qi[0], qi[1], qi[2], qi[3]));
                         let s01 = hsum_i32(_mm256_add_epi32(sext8(qi[0]), sext8(qi[1])));
@@ -429,7 +451,10 @@ mod wasm {
                         });
                         // SAFETY: 16 bytes at 256 * b + 16 * j are inside a.q.
                         unsafe { v128_store(a.q.as_mut_ptr().add(256 * b + 16 * j) as *mut v128, narrow16(&q)) };
-                        let s = hsum_i32(i32x4_add(i32x4_add(sext8(q[0]), sext8(q[1])), i32x4_add(sext8(q[2]), sext8(q[3]))));
+                        let s = hsum_i32(i32x4_add(
+                            i32x4_add(sext8(q[0]), sext8(q[1])),
+                            i32x4_add(sext8(q[2]), sext8(q[3])),
+                        ));
                         a.sums[16 * b + j] = s as i16 as i32;
                     }
                     a.d[b] = 1.0 / iscale;

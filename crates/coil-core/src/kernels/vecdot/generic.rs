@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)] // register-array loops index by constant positions on purpose
 //! Scalar dot products of a weight row with a quantized activation row, written to give exactly
 //! what ggml's portable C code computes (`ggml_vec_dot_<t>_q8_<u>_generic` in
 //! `ggml-cpu/quants.c`): integer sums per block, then the float arithmetic in the C expression
@@ -10,7 +11,10 @@
 //! the matching Q8_0 / Q8_1 / Q8_K blocks.
 
 use crate::quant::half::f16_to_f32;
-use crate::quant::{BLOCK_Q4_0, BLOCK_Q4_1, BLOCK_Q4_K, BLOCK_Q5_0, BLOCK_Q5_1, BLOCK_Q5_K, BLOCK_Q6_K, BLOCK_Q8_0, BLOCK_Q8_1, BLOCK_Q8_K, QK_K};
+use crate::quant::{
+    BLOCK_Q4_0, BLOCK_Q4_1, BLOCK_Q4_K, BLOCK_Q5_0, BLOCK_Q5_1, BLOCK_Q5_K, BLOCK_Q6_K, BLOCK_Q8_0, BLOCK_Q8_1,
+    BLOCK_Q8_K, QK_K,
+};
 
 #[inline(always)]
 fn h(b: &[u8], o: usize) -> f32 {

@@ -17,12 +17,12 @@
 
 pub mod generic;
 
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) mod wasm_simd128;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
-pub mod x86_avx512;
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub(crate) mod wasm_simd128;
+pub(crate) mod x86_avx512;
 
 pub mod actq;
 

@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)] // register-array loops index by constant positions on purpose
 //! wasm32 simd128 kernels (compile-time: built with `-C target-feature=+simd128`).
 //!
 //! simd128 has no 8-bit dot product: weights are decoded to i16 (offsets already subtracted, so
@@ -16,12 +17,30 @@ use std::arch::wasm32::*;
 pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
     macro_rules! q {
         ($d:ty, $act:expr, $tile:ident) => {
-            Kernel::Quant(QKernel { act: $act, group: <$d>::GE, rec_bytes: <$d>::RB, pack: <$d>::pack, tile: $tile, rm: 2, rn: 4, pre: None })
+            Kernel::Quant(QKernel {
+                act: $act,
+                group: <$d>::GE,
+                rec_bytes: <$d>::RB,
+                pack: <$d>::pack,
+                tile: $tile,
+                rm: 2,
+                rn: 4,
+                pre: None,
+            })
         };
     }
     macro_rules! k {
         ($tile:ident) => {
-            Kernel::Quant(QKernel { act: ActKind::Q8K, group: 256, rec_bytes: K_RB, pack: pack_k, tile: $tile, rm: 2, rn: 4, pre: None })
+            Kernel::Quant(QKernel {
+                act: ActKind::Q8K,
+                group: 256,
+                rec_bytes: K_RB,
+                pack: pack_k,
+                tile: $tile,
+                rm: 2,
+                rn: 4,
+                pre: None,
+            })
         };
     }
     Some(match ty {
@@ -148,8 +167,14 @@ unsafe fn nib_i16(p: *const u8, off: i16) -> [v128; 4] {
 unsafe fn q5_i16(qh_p: *const u8, qs: *const u8, off: i16) -> [v128; 4] {
     let qh = v128_load32_splat(qh_p as *const u32);
     let bits = u8x16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
-    let h0 = v128_and(i8x16_eq(v128_and(i8x16_swizzle(qh, u8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)), bits), bits), u8x16_splat(0x10));
-    let h1 = v128_and(i8x16_eq(v128_and(i8x16_swizzle(qh, u8x16(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)), bits), bits), u8x16_splat(0x10));
+    let h0 = v128_and(
+        i8x16_eq(v128_and(i8x16_swizzle(qh, u8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)), bits), bits),
+        u8x16_splat(0x10),
+    );
+    let h1 = v128_and(
+        i8x16_eq(v128_and(i8x16_swizzle(qh, u8x16(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)), bits), bits),
+        u8x16_splat(0x10),
+    );
     let q = v128_load(qs as *const v128);
     let lo = v128_or(v128_and(q, u8x16_splat(0x0F)), h0);
     let hi = v128_or(u8x16_shr(q, 4), h1);
@@ -253,7 +278,12 @@ impl DecW for Q8_0 {
         let a = v128_load(p.add(2) as *const v128);
         let b = v128_load(p.add(18) as *const v128);
         LegW {
-            q: [i16x8_extend_low_i8x16(a), i16x8_extend_high_i8x16(a), i16x8_extend_low_i8x16(b), i16x8_extend_high_i8x16(b)],
+            q: [
+                i16x8_extend_low_i8x16(a),
+                i16x8_extend_high_i8x16(a),
+                i16x8_extend_low_i8x16(b),
+                i16x8_extend_high_i8x16(b),
+            ],
             d: rd_f16(p),
             m: 0.0,
         }
@@ -421,7 +451,8 @@ unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
         for t in 0..RN {
             let dx = rd_f32(recs[t].add(576));
             for r in 0..RM {
-                let mut s = f32x4_add(acc[r][t], f32x4_mul(f32x4_convert_i32x4(isum[r][t]), f32x4_splat(head[r].d * dx)));
+                let mut s =
+                    f32x4_add(acc[r][t], f32x4_mul(f32x4_convert_i32x4(isum[r][t]), f32x4_splat(head[r].d * dx)));
                 if K::MINS {
                     let mut mi = 0i32;
                     for j in 0..8 {

@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)] // register-array loops index by constant positions on purpose
 //! AVX2 + FMA + F16C kernels (Haswell, Zen 1 and later).
 //!
 //! Quantized types keep ggml's natural value order: a legacy block is one vector of 32 bytes, a
@@ -24,7 +25,16 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
     }
     macro_rules! q {
         ($d:ty, $act:expr, $tile:ident) => {
-            Kernel::Quant(QKernel { act: $act, group: <$d>::GE, rec_bytes: <$d>::RB, pack: <$d>::pack, tile: $tile, rm: QRM, rn: QRN, pre: None })
+            Kernel::Quant(QKernel {
+                act: $act,
+                group: <$d>::GE,
+                rec_bytes: <$d>::RB,
+                pack: <$d>::pack,
+                tile: $tile,
+                rm: QRM,
+                rn: QRN,
+                pre: None,
+            })
         };
     }
     Some(match ty {
@@ -373,8 +383,12 @@ impl Dec2 for Q5K {
         let mut q = [_mm256_setzero_si256(); 8];
         for c in 0..4 {
             let raw = _mm256_loadu_si256(p.add(48 + 32 * c) as *const _);
-            let h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128((2 * c) as i32)), one), 4);
-            let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128((2 * c + 1) as i32)), one), 4);
+            let h0 =
+                _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128((2 * c) as i32)), one), 4);
+            let h1 = _mm256_slli_epi16(
+                _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128((2 * c + 1) as i32)), one),
+                4,
+            );
             q[2 * c] = _mm256_or_si256(_mm256_and_si256(raw, m), h0);
             q[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m), h1);
         }

@@ -1,3 +1,4 @@
+#![allow(clippy::needless_range_loop)] // register-array loops index by constant positions on purpose
 //! AVX-512 kernels (F + BW + VL + VNNI + VBMI + BITALG: Ice Lake, Zen 4 and later).
 //!
 //! Quantized types: the weights of a group (4 legacy blocks = 128 values, or one 256-value k-quant
@@ -46,7 +47,12 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
                 tile: $tile,
                 rm: QRM,
                 rn: QRN,
-                pre: Some(PreDecode { group: <$d>::GE, bytes_per_group: <$d>::DB, decode: decode_rows::<$d>, tile: $pre }),
+                pre: Some(PreDecode {
+                    group: <$d>::GE,
+                    bytes_per_group: <$d>::DB,
+                    decode: decode_rows::<$d>,
+                    tile: $pre,
+                }),
             })
         };
     }
@@ -109,7 +115,8 @@ unsafe fn reduce16(v: &[__m512; 16]) -> __m512 {
         z[k] = _mm512_add_ps(_mm512_shuffle_ps::<0b01_00_01_00>(a, b), _mm512_shuffle_ps::<0b11_10_11_10>(a, b));
     }
     // lanes i + 1
-    let r = _mm512_add_ps(_mm512_shuffle_ps::<0b10_00_10_00>(z[0], z[1]), _mm512_shuffle_ps::<0b11_01_11_01>(z[0], z[1]));
+    let r =
+        _mm512_add_ps(_mm512_shuffle_ps::<0b10_00_10_00>(z[0], z[1]), _mm512_shuffle_ps::<0b11_01_11_01>(z[0], z[1]));
     // r lane 4q + m holds v[4m + q]
     _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r)
 }
@@ -156,7 +163,6 @@ unsafe fn ld<const P: bool>(p: *const u8, off: usize, valid: usize) -> __m512i {
         _mm512_maskz_loadu_epi8((1u64 << (valid - off)) - 1, p.add(off) as *const i8)
     }
 }
-
 
 /// An f16 at `p` to f32 with F16C (exact, like `f16_to_f32`).
 #[inline(always)]
@@ -307,10 +313,12 @@ unsafe fn gather2_f16(a0: __m512i, a1: __m512i, b0: __m512i, b1: __m512i, idx: &
     f16x16(_mm512_mask_blend_epi16(0xFF00, lo, hi))
 }
 
-/// The windows of a group of 8 blocks of `bb <= 32` bytes: blocks 0..3 at 0, blocks 4..7 at 4·bb.
+/// The windows of a group of 8 blocks of `16 <= bb <= 32` bytes: blocks 0..3 in the 128 bytes at
+/// 0, blocks 4..7 in the last 128 bytes of the group (never reading past the group).
 #[inline(always)]
 unsafe fn leg_windows<const P: bool>(p: *const u8, valid: usize, bb: usize) -> [__m512i; 4] {
-    [ld::<P>(p, 0, valid), ld::<P>(p, 64, valid), ld::<P>(p, 4 * bb, valid), ld::<P>(p, 4 * bb + 64, valid)]
+    let b = 8 * bb - 128;
+    [ld::<P>(p, 0, valid), ld::<P>(p, 64, valid), ld::<P>(p, b, valid), ld::<P>(p, b + 64, valid)]
 }
 
 /// Nibble types: the low/high nibbles of bytes 0..7 and 8..15 of each block.
@@ -343,7 +351,7 @@ const fn leg_hidx(bb: usize, off: usize) -> [u8; 64] {
     while pos < 64 {
         let k = pos / 8;
         let src = bb * k + off + pos % 4;
-        t[pos] = if k < 4 { src as u8 } else { (src - 4 * bb) as u8 };
+        t[pos] = if k < 4 { src as u8 } else { (src - (8 * bb - 128)) as u8 };
         pos += 1;
     }
     t
@@ -358,29 +366,25 @@ struct Q4K;
 struct Q5K;
 struct Q6K;
 
-static Q4_0_I0: [u8; 64] = leg_idx(18, 2, 0, 72);
-static Q4_0_I1: [u8; 64] = leg_idx(18, 10, 0, 72);
-static Q4_0_D: [u16; 32] = leg_widx(18, 0, 0, 72);
-static Q4_1_I0: [u8; 64] = leg_idx(20, 4, 0, 80);
-static Q4_1_I1: [u8; 64] = leg_idx(20, 12, 0, 80);
-static Q4_1_D: [u16; 32] = leg_widx(20, 0, 0, 80);
-static Q4_1_M: [u16; 32] = leg_widx(20, 2, 0, 80);
-static Q5_0_I0: [u8; 64] = leg_idx(22, 6, 0, 88);
-static Q5_0_I1: [u8; 64] = leg_idx(22, 14, 0, 88);
-static Q5_0_D: [u16; 32] = leg_widx(22, 0, 0, 88);
+static Q4_0_I0: [u8; 64] = leg_idx(18, 2, 0, 16);
+static Q4_0_I1: [u8; 64] = leg_idx(18, 10, 0, 16);
+static Q4_0_D: [u16; 32] = leg_widx(18, 0, 0, 16);
+static Q4_1_I0: [u8; 64] = leg_idx(20, 4, 0, 32);
+static Q4_1_I1: [u8; 64] = leg_idx(20, 12, 0, 32);
+static Q4_1_D: [u16; 32] = leg_widx(20, 0, 0, 32);
+static Q4_1_M: [u16; 32] = leg_widx(20, 2, 0, 32);
+static Q5_0_I0: [u8; 64] = leg_idx(22, 6, 0, 48);
+static Q5_0_I1: [u8; 64] = leg_idx(22, 14, 0, 48);
+static Q5_0_D: [u16; 32] = leg_widx(22, 0, 0, 48);
 static Q5_0_H: [u8; 64] = leg_hidx(22, 2);
-static Q5_1_I0: [u8; 64] = leg_idx(24, 8, 0, 96);
-static Q5_1_I1: [u8; 64] = leg_idx(24, 16, 0, 96);
-static Q5_1_D: [u16; 32] = leg_widx(24, 0, 0, 96);
-static Q5_1_M: [u16; 32] = leg_widx(24, 2, 0, 96);
+static Q5_1_I0: [u8; 64] = leg_idx(24, 8, 0, 64);
+static Q5_1_I1: [u8; 64] = leg_idx(24, 16, 0, 64);
+static Q5_1_D: [u16; 32] = leg_widx(24, 0, 0, 64);
+static Q5_1_M: [u16; 32] = leg_widx(24, 2, 0, 64);
 static Q5_1_H: [u8; 64] = leg_hidx(24, 4);
 /// Q8_0: vectors 0..2 from windows at 0 and 136, vector 3 from windows at 8 and 144.
-static Q8_0_I: [[u8; 64]; 4] = [
-    leg_idx(34, 2, 0, 136),
-    leg_idx(34, 10, 0, 136),
-    leg_idx(34, 18, 0, 136),
-    leg_idx(34, 26, 8, 144),
-];
+static Q8_0_I: [[u8; 64]; 4] =
+    [leg_idx(34, 2, 0, 136), leg_idx(34, 10, 0, 136), leg_idx(34, 18, 0, 136), leg_idx(34, 26, 8, 144)];
 static Q8_0_D: [u16; 32] = leg_widx(34, 0, 0, 136);
 
 macro_rules! legacy_consts {
@@ -402,7 +406,13 @@ macro_rules! legacy_consts {
 impl Dec for Q4_0 {
     legacy_consts!(18, true, false, 8);
     #[inline(always)]
-    unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, _we: &mut __m512) {
+    unsafe fn decode<const P: bool>(
+        p: *const u8,
+        valid: usize,
+        w: &mut [__m512i; 4],
+        ws: &mut __m512,
+        _we: &mut __m512,
+    ) {
         let win = leg_windows::<P>(p, valid, 18);
         leg_nibbles(&win, &Q4_0_I0, &Q4_0_I1, w);
         *ws = gather2_f16(win[0], win[1], win[2], win[3], &Q4_0_D);
@@ -412,7 +422,13 @@ impl Dec for Q4_0 {
 impl Dec for Q4_1 {
     legacy_consts!(20, false, true, 0);
     #[inline(always)]
-    unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, we: &mut __m512) {
+    unsafe fn decode<const P: bool>(
+        p: *const u8,
+        valid: usize,
+        w: &mut [__m512i; 4],
+        ws: &mut __m512,
+        we: &mut __m512,
+    ) {
         let win = leg_windows::<P>(p, valid, 20);
         leg_nibbles(&win, &Q4_1_I0, &Q4_1_I1, w);
         *ws = gather2_f16(win[0], win[1], win[2], win[3], &Q4_1_D);
@@ -423,7 +439,13 @@ impl Dec for Q4_1 {
 impl Dec for Q5_0 {
     legacy_consts!(22, true, false, 16);
     #[inline(always)]
-    unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, _we: &mut __m512) {
+    unsafe fn decode<const P: bool>(
+        p: *const u8,
+        valid: usize,
+        w: &mut [__m512i; 4],
+        ws: &mut __m512,
+        _we: &mut __m512,
+    ) {
         let win = leg_windows::<P>(p, valid, 22);
         leg_nibbles(&win, &Q5_0_I0, &Q5_0_I1, w);
         leg_fifth_bits(&win, &Q5_0_H, w);
@@ -434,7 +456,13 @@ impl Dec for Q5_0 {
 impl Dec for Q5_1 {
     legacy_consts!(24, false, true, 0);
     #[inline(always)]
-    unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, we: &mut __m512) {
+    unsafe fn decode<const P: bool>(
+        p: *const u8,
+        valid: usize,
+        w: &mut [__m512i; 4],
+        ws: &mut __m512,
+        we: &mut __m512,
+    ) {
         let win = leg_windows::<P>(p, valid, 24);
         leg_nibbles(&win, &Q5_1_I0, &Q5_1_I1, w);
         leg_fifth_bits(&win, &Q5_1_H, w);
@@ -446,7 +474,13 @@ impl Dec for Q5_1 {
 impl Dec for Q8_0 {
     legacy_consts!(34, true, false, 128);
     #[inline(always)]
-    unsafe fn decode<const P: bool>(p: *const u8, valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, _we: &mut __m512) {
+    unsafe fn decode<const P: bool>(
+        p: *const u8,
+        valid: usize,
+        w: &mut [__m512i; 4],
+        ws: &mut __m512,
+        _we: &mut __m512,
+    ) {
         let a = [ld::<P>(p, 0, valid), ld::<P>(p, 64, valid), ld::<P>(p, 136, valid), ld::<P>(p, 200, valid)];
         let b = [ld::<P>(p, 8, valid), ld::<P>(p, 72, valid), ld::<P>(p, 144, valid), ld::<P>(p, 208, valid)];
         let x80 = _mm512_set1_epi8(-128);
@@ -516,10 +550,28 @@ static K4_SM_IDX: [u8; 64] = table8!(|i| {
     let (l, byte) = (i / 4, i % 4);
     let s = l % 8;
     match (l < 8, byte) {
-        (true, 0) => if s < 4 { 4 + s } else { 8 + s },
-        (true, 1) => if s < 4 { 0 } else { s },
+        (true, 0) => {
+            if s < 4 {
+                4 + s
+            } else {
+                8 + s
+            }
+        }
+        (true, 1) => {
+            if s < 4 {
+                0
+            } else {
+                s
+            }
+        }
         (false, 0) => 8 + s,
-        (false, 1) => if s < 4 { 0 } else { 4 + s },
+        (false, 1) => {
+            if s < 4 {
+                0
+            } else {
+                4 + s
+            }
+        }
         _ => 0,
     }
 });
@@ -545,7 +597,13 @@ impl Dec for Q4K {
     const EXTRA: bool = true;
     const OFFSET: i32 = 0;
     #[inline(always)]
-    unsafe fn decode<const P: bool>(p: *const u8, _valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, we: &mut __m512) {
+    unsafe fn decode<const P: bool>(
+        p: *const u8,
+        _valid: usize,
+        w: &mut [__m512i; 4],
+        ws: &mut __m512,
+        we: &mut __m512,
+    ) {
         let q0 = _mm512_loadu_si512(p.add(16) as *const _);
         let q1 = _mm512_loadu_si512(p.add(80) as *const _);
         let m = _mm512_set1_epi8(0x0F);
@@ -569,7 +627,13 @@ impl Dec for Q5K {
     const EXTRA: bool = true;
     const OFFSET: i32 = 0;
     #[inline(always)]
-    unsafe fn decode<const P: bool>(p: *const u8, _valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, we: &mut __m512) {
+    unsafe fn decode<const P: bool>(
+        p: *const u8,
+        _valid: usize,
+        w: &mut [__m512i; 4],
+        ws: &mut __m512,
+        we: &mut __m512,
+    ) {
         let q0 = _mm512_loadu_si512(p.add(48) as *const _);
         let q1 = _mm512_loadu_si512(p.add(112) as *const _);
         let qh = _mm512_zextsi256_si512(_mm256_loadu_si256(p.add(16) as *const _));
@@ -577,7 +641,8 @@ impl Dec for Q5K {
         let b4 = _mm512_set1_epi8(0x10);
         for v in 0..4 {
             let lo = k4_lo(q0, q1, v);
-            let hb = _mm512_and_si512(_mm512_rolv_epi32(_mm512_permutexvar_epi32(v32(&K5_HIDX[v]), qh), v32(&K5_ROT)), b4);
+            let hb =
+                _mm512_and_si512(_mm512_rolv_epi32(_mm512_permutexvar_epi32(v32(&K5_HIDX[v]), qh), v32(&K5_ROT)), b4);
             // m ? lo : hb
             w[v] = _mm512_ternarylogic_epi32::<0xCA>(m, lo, hb);
         }
@@ -637,7 +702,13 @@ impl Dec for Q6K {
     const EXTRA: bool = false;
     const OFFSET: i32 = 32;
     #[inline(always)]
-    unsafe fn decode<const P: bool>(p: *const u8, _valid: usize, w: &mut [__m512i; 4], ws: &mut __m512, _we: &mut __m512) {
+    unsafe fn decode<const P: bool>(
+        p: *const u8,
+        _valid: usize,
+        w: &mut [__m512i; 4],
+        ws: &mut __m512,
+        _we: &mut __m512,
+    ) {
         let q0 = _mm512_loadu_si512(p as *const _);
         let q1 = _mm512_loadu_si512(p.add(64) as *const _);
         let qh = _mm512_loadu_si512(p.add(128) as *const _);
@@ -645,7 +716,8 @@ impl Dec for Q6K {
         let b45 = _mm512_set1_epi8(0x30);
         for v in 0..4 {
             let lo = _mm512_srlv_epi32(_mm512_permutex2var_epi32(q0, v32(&K6_QIDX[v]), q1), v32(&K6_SHIFT));
-            let hb = _mm512_and_si512(_mm512_rolv_epi32(_mm512_permutexvar_epi32(v32(&K6_HIDX[v]), qh), v32(&K6_ROT)), b45);
+            let hb =
+                _mm512_and_si512(_mm512_rolv_epi32(_mm512_permutexvar_epi32(v32(&K6_HIDX[v]), qh), v32(&K6_ROT)), b45);
             w[v] = _mm512_ternarylogic_epi32::<0xCA>(m, lo, hb);
         }
         let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(192) as *const _)));
@@ -661,7 +733,7 @@ impl Dec for Q6K {
 
 /// [`pack`] with permutes (the same bytes; a test compares the two).
 fn pack_fast<D: Dec>(a: &NatAct, dst: &mut [u8]) {
-    debug_assert!(dst.len() >= a.n.div_ceil(D::GE) * D::RB && dst.as_ptr() as usize % 64 == 0);
+    debug_assert!(dst.len() >= a.n.div_ceil(D::GE) * D::RB && (dst.as_ptr() as usize).is_multiple_of(64));
     // SAFETY: `available()` was checked before any kernel of this module was handed out; the
     // loads are masked to the row, the stores stay inside `dst` (checked above in debug builds,
     // sized by the caller).
@@ -842,11 +914,10 @@ fn pack<D: Dec>(a: &NatAct, dst: &mut [u8]) {
 
 /// Software prefetch distance for weights streamed from memory (bytes ahead in the row data,
 /// which is read in one pass, rows back to back).
-pub(crate) static PF: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(8192);
+pub(crate) const PREFETCH: usize = 8192;
 
 #[inline(always)]
 unsafe fn prefetch_span(p: *const u8, n: usize) {
-    let PREFETCH = PF.load(std::sync::atomic::Ordering::Relaxed);
     let mut o = 0;
     while o < n {
         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o + PREFETCH) as *const i8);
@@ -856,7 +927,13 @@ unsafe fn prefetch_span(p: *const u8, n: usize) {
 
 /// Decodes group g of `RM` rows (direct from the weight bytes).
 #[inline(always)]
-unsafe fn decode_group<D: Dec, const RM: usize>(a: &TileArgs, g: usize, wv: &mut [[__m512i; 4]; RM], ws: &mut [__m512; RM], we: &mut [__m512; RM]) {
+unsafe fn decode_group<D: Dec, const RM: usize>(
+    a: &TileArgs,
+    g: usize,
+    wv: &mut [[__m512i; 4]; RM],
+    ws: &mut [__m512; RM],
+    we: &mut [__m512; RM],
+) {
     if (g + 1) * D::GE <= a.n_cols {
         for r in 0..RM {
             if a.prefetch {
@@ -1028,7 +1105,10 @@ impl FW for WBF16 {
     }
     #[inline(always)]
     unsafe fn load_n(p: *const u8, i: usize, m: __mmask16) -> __m512 {
-        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p.add(2 * i) as *const i16)), 16))
+        _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p.add(2 * i) as *const i16)),
+            16,
+        ))
     }
 }
 
@@ -1045,7 +1125,6 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
         *p = a.act.add(t * a.act_stride) as *const f32;
     }
     let mut i = 0;
-    let PREFETCH = PF.load(std::sync::atomic::Ordering::Relaxed);
     while i + 16 <= n {
         let mut wv = [_mm512_setzero_ps(); RM];
         for r in 0..RM {
