@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p coil-core --example bench_model -- --arch mamba|mamba2 [--pp 512] [--tg 128]
 //!     [--threads N] [--type f16|f32|q8_0|q4_0|q4_k|...] [--reps 3] [--gguf FILE] [--write FILE] [--seqs 1]
+//!     [--vocab VOCAB.gguf]
 //! ```
 //! Without `--gguf`, builds a random-weight model of the mamba-130m shape (d_model 768, 24 layers,
 //! d_state 16) or the mamba2-130m shape (d_state 128, head_dim 64), writes it to a temporary GGUF
@@ -52,8 +53,25 @@ fn main() {
                 Arch::Mamba2 => SynthSpec::mamba2_130m(),
             };
             spec.matrix_type = ty;
+            // `--vocab FILE.gguf`: take that file's tokenizer (llama.cpp-based peers refuse a
+            // model without one), with the embedding sized to its token count.
+            let vocab = arg::<String>(&args, "--vocab").map(|v| {
+                let b = std::fs::read(&v).expect("reading --vocab");
+                coil_core::gguf::GgufFile::parse(&b, b.len() as u64).expect("parsing --vocab")
+            });
+            if let Some(v) = &vocab {
+                spec.n_vocab = v.get_array("tokenizer.ggml.tokens").map(|a| a.len()).expect("--vocab has no tokens");
+            }
             let t0 = Instant::now();
-            let bytes = synth_gguf(&spec).expect("building the model");
+            let mut bytes = synth_gguf(&spec).expect("building the model");
+            if let Some(v) = &vocab {
+                let f = coil_core::gguf::GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
+                let mut w = coil_core::gguf::GgufWriter::from_file(&f, &bytes).unwrap();
+                for (k, val) in v.metadata.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
+                    w.add_metadata(k.clone(), val.clone());
+                }
+                bytes = w.to_bytes().unwrap();
+            }
             let p = match arg::<String>(&args, "--write") {
                 Some(p) => std::path::PathBuf::from(p),
                 None => std::env::temp_dir().join(format!(
