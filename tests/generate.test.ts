@@ -177,6 +177,34 @@ describe("coil generate", () => {
     expect(s.code).toBe(0);
     expect(s.out).toBe(`ROMEO:${j.text}\n`);
   });
+  it("Ctrl-C stops cleanly and prints what was generated", async () => {
+    const { spawn } = await import("node:child_process");
+    const child = spawn(process.execPath, [CLI, "generate", "-m", MAMBA, "-p", "ROMEO:", "-n", "100000000", "--temp", "1", "--seed", "5"]);
+    let out = "";
+    let sent = false;
+    child.stdout.on("data", (d) => {
+      out += d;
+      if (out.length > 40 && !sent) {
+        sent = true; // once: a second Ctrl-C force-quits, as usual
+        child.kill("SIGINT");
+      }
+    });
+    const code = await new Promise((r) => child.on("close", r));
+    expect(code).toBe(0);
+    expect(out.startsWith("ROMEO:")).toBe(true);
+    expect(out.length).toBeGreaterThan(40);
+  });
+  it("coil chat: turns from stdin, reusing state", () => {
+    const r = spawnSync(process.execPath, [CLI, "chat", "-m", MAMBA, "-n", "5", "--temp", "0"], {
+      input: "Hello there\nAnd again\n",
+      encoding: "utf8",
+    });
+    expect(r.status).toBe(0);
+    const stats = [...r.stdout.matchAll(/\[(\d+) tokens, (\w+); reused (\d+) of (\d+) prompt tokens\]/g)];
+    expect(stats).toHaveLength(2);
+    expect(Number(stats[0]![3])).toBe(0);
+    expect(Number(stats[1]![3])).toBeGreaterThan(0);
+  });
   it("missing file, unsupported architecture, bad option: one clear line, non-zero", () => {
     for (const [args, code] of [
       [["generate", "-m", "/no/such.gguf", "-p", "x"], 1],

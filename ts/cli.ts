@@ -336,34 +336,34 @@ async function cmdGenerate(args: string[]): Promise<void> {
 
 async function cmdChat(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { ...GEN_OPTIONS, system: { type: "string" } } });
-  const { createInterface } = await import("node:readline/promises");
+  const { createInterface } = await import("node:readline");
   const { ChatSession } = await import("./core/chat.js");
   const opts = genOptions(values);
   await using model = await loadModel(values.model ?? DEFAULT_MODEL, { backend: backendOpt(values.backend) });
   await using ctx = model.createContext({ threads: intOpt("threads", values.threads, 1) });
   const chat = new ChatSession(ctx.sequence(0), { system: values.system });
-  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY === true });
+  const rl = createInterface({ input: process.stdin, terminal: process.stdin.isTTY === true });
   let turn: AbortController | undefined;
+  // Ctrl-C stops the reply being generated; at the prompt it ends the chat.
   process.on("SIGINT", () => (turn ? turn.abort() : rl.close()));
+  const prompt = () => process.stdout.write("> ");
+  prompt();
   try {
-    for (;;) {
-      let line: string;
-      try {
-        line = await rl.question("> ");
-      } catch {
-        break; // input closed
-      }
+    for await (const line of rl) {
       if (line.trim() === "/exit") break;
-      if (!line.trim()) continue;
-      turn = new AbortController();
-      const gen = chat.send(line, { ...opts, signal: turn.signal });
-      for await (const chunk of gen) process.stdout.write(chunk.text);
-      const r = await gen.result;
-      turn = undefined;
-      process.stdout.write(`\n[${r.generatedTokens} tokens, ${r.stopReason}; reused ${chat.lastReusedTokens} of ${chat.lastPromptTokens} prompt tokens]\n`);
+      if (line.trim()) {
+        turn = new AbortController();
+        const gen = chat.send(line, { ...opts, signal: turn.signal });
+        for await (const chunk of gen) process.stdout.write(chunk.text);
+        const r = await gen.result;
+        turn = undefined;
+        process.stdout.write(`\n[${r.generatedTokens} tokens, ${r.stopReason}; reused ${chat.lastReusedTokens} of ${chat.lastPromptTokens} prompt tokens]\n`);
+      }
+      prompt();
     }
   } finally {
     rl.close();
+    process.stdout.write("\n");
   }
 }
 
