@@ -93,3 +93,39 @@ export async function withHeader<T>(
     }
   }
 }
+
+/** The model methods both bindings export under the same names (napi-rs's `NativeModel` and
+ *  wasm-bindgen's `WasmModel`); only how the model is freed and how its contexts are wrapped
+ *  differ per engine. */
+export interface BindingModel<C> {
+  info(arrayHead: number): string;
+  tokenize(text: string, addSpecial: boolean | undefined, parseSpecial: boolean): Uint32Array;
+  detokenize(ids: Uint32Array, special: boolean): string;
+  pieces(ids: Uint32Array, special: boolean): string[];
+  vocab(): string;
+  token(id: number): string;
+  hasWeights(): boolean;
+  wantsWeights(vocabOnly: boolean): boolean;
+  weightsPlan(): Float64Array;
+  pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void;
+  finishWeights(): void;
+  createContext(nSeqMax: number, nThreads: number): C;
+}
+
+export function wrapBindingModel<C>(m: BindingModel<C>, wrapContext: (c: C) => EngineContext, release: () => void): EngineModel {
+  return {
+    info: (h) => m.info(h),
+    tokenize: (t, a, p) => m.tokenize(t, a, p),
+    detokenize: (ids, s) => m.detokenize(ids, s),
+    pieces: (ids, s) => m.pieces(ids, s),
+    vocab: () => m.vocab(),
+    token: (id) => m.token(id),
+    hasWeights: () => m.hasWeights(),
+    wantsWeights: (v) => m.wantsWeights(v),
+    weightsPlan: () => m.weightsPlan(),
+    pushTensorBytes: (i, o, b) => m.pushTensorBytes(i, o, b),
+    finishWeights: () => m.finishWeights(),
+    createContext: (n, t) => wrapContext(m.createContext(n, t)),
+    release,
+  };
+}

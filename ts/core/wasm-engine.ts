@@ -1,7 +1,7 @@
 // The wasm engine, the same module on every target: only how its bytes are obtained differs
 // (a file read in Node, a fetch of the module's URL in browsers).
 
-import type { Engine, EngineContext, EngineModel } from "./engine.js";
+import { wrapBindingModel, type BindingModel, type Engine, type EngineContext, type EngineModel } from "./engine.js";
 
 /** The functions wasm-bindgen generates for crates/coil-wasm. */
 export interface WasmBinding {
@@ -14,19 +14,7 @@ export interface WasmBinding {
   loadModelBytes(prefix: Uint8Array, fileSize: number): WasmModel;
 }
 
-interface WasmModel {
-  info(arrayHead: number): string;
-  tokenize(text: string, addSpecial: boolean | undefined, parseSpecial: boolean): Uint32Array;
-  detokenize(ids: Uint32Array, special: boolean): string;
-  pieces(ids: Uint32Array, special: boolean): string[];
-  vocab(): string;
-  token(id: number): string;
-  hasWeights(): boolean;
-  wantsWeights(vocabOnly: boolean): boolean;
-  weightsPlan(): Float64Array;
-  pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void;
-  finishWeights(): void;
-  createContext(nSeqMax: number, nThreads: number): WasmContext;
+interface WasmModel extends BindingModel<WasmContext> {
   free(): void;
 }
 
@@ -71,21 +59,7 @@ function wrapContext(c: WasmContext): EngineContext {
 }
 
 function wrapModel(m: WasmModel): EngineModel {
-  return {
-    hasWeights: () => m.hasWeights(),
-    wantsWeights: (v) => m.wantsWeights(v),
-    weightsPlan: () => m.weightsPlan(),
-    pushTensorBytes: (i, o, b) => m.pushTensorBytes(i, o, b),
-    finishWeights: () => m.finishWeights(),
-    createContext: (n, t) => wrapContext(m.createContext(n, t)),
-    info: (h) => m.info(h),
-    tokenize: (t, a, p) => m.tokenize(t, a, p),
-    detokenize: (ids, s) => m.detokenize(ids, s),
-    pieces: (ids, s) => m.pieces(ids, s),
-    vocab: () => m.vocab(),
-    token: (id) => m.token(id),
-    release: () => m.free(),
-  };
+  return wrapBindingModel(m, wrapContext, () => m.free());
 }
 
 export function wasmEngine(b: WasmBinding): Engine {

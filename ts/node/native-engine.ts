@@ -1,21 +1,9 @@
 // The native engine: the napi-rs addon through its generated loader in bindings/.
 
-import type { Engine, EngineContext, EngineModel } from "../core/engine.js";
+import { wrapBindingModel, type BindingModel, type Engine, type EngineContext, type EngineModel } from "../core/engine.js";
 import { fromEngineError } from "../core/errors.js";
 
-interface NativeModel {
-  info(arrayHead?: number | null): string;
-  tokenize(text: string, addSpecial: boolean | undefined | null, parseSpecial: boolean): Uint32Array;
-  detokenize(ids: Uint32Array, special: boolean): string;
-  pieces(ids: Uint32Array, special: boolean): string[];
-  vocab(): string;
-  token(id: number): string;
-  hasWeights(): boolean;
-  wantsWeights(vocabOnly: boolean): boolean;
-  weightsPlan(): Float64Array;
-  pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void;
-  finishWeights(): void;
-  createContext(nSeqMax: number, nThreads: number): NativeContext;
+interface NativeModel extends BindingModel<NativeContext> {
   dispose(): void;
 }
 
@@ -50,21 +38,7 @@ function wrapContext(c: NativeContext): EngineContext {
 }
 
 function wrapModel(m: NativeModel): EngineModel {
-  return {
-    hasWeights: () => m.hasWeights(),
-    wantsWeights: (v) => m.wantsWeights(v),
-    weightsPlan: () => m.weightsPlan(),
-    pushTensorBytes: (i, o, b) => m.pushTensorBytes(i, o, b),
-    finishWeights: () => m.finishWeights(),
-    createContext: (n, t) => wrapContext(m.createContext(n, t)),
-    info: (h) => m.info(h),
-    tokenize: (t, a, p) => m.tokenize(t, a, p),
-    detokenize: (ids, s) => m.detokenize(ids, s),
-    pieces: (ids, s) => m.pieces(ids, s),
-    vocab: () => m.vocab(),
-    token: (id) => m.token(id),
-    release: () => m.dispose(),
-  };
+  return wrapBindingModel(m, wrapContext, () => m.dispose());
 }
 
 interface NativeJobHandle {
