@@ -453,7 +453,8 @@ fn drive(
     let gemm = n_tokens > rn;
     let pre = if gemm { pre } else { None };
     // Token blocks keep a block's activations in L2 while a task's weight rows pass by them.
-    let tb = if n_tokens <= 64 { n_tokens } else { (256 * 1024 / act_stride.max(1)).clamp(rn, 64) / rn * rn };
+    // (At least 4 token tiles per block, so that decoded weight panels are reused.)
+    let tb = if n_tokens <= 64 { n_tokens } else { (512 * 1024 / act_stride.max(1)).clamp(4 * rn, 64) / rn * rn };
     // Row panels: the rows whose weights stay in L1 while the token tiles of a block go by.
     let panel_row_bytes = match pre {
         Some(p) => w.n_cols.div_ceil(p.group) * p.bytes_per_group,

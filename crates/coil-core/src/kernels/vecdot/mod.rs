@@ -78,7 +78,7 @@ pub(crate) struct QKernel {
     pub act: ActKind,
     /// Weight elements per group (one activation record per group).
     pub group: usize,
-    /// Activation record bytes per group (a multiple of 64).
+    /// Activation record bytes per group (a multiple of 32; of 64 on AVX-512).
     pub rec_bytes: usize,
     /// Writes the records of one token from its natural quantization.
     pub pack: fn(&actq::NatAct, &mut [u8]),

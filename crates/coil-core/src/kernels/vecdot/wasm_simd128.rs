@@ -44,9 +44,9 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
         };
     }
     Some(match ty {
-        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: 3, rn: 2 }),
-        GgmlType::F16 => Kernel::Float(FKernel { tile: tile_f16, rm: 3, rn: 2 }),
-        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: 3, rn: 2 }),
+        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: 4, rn: 2 }),
+        GgmlType::F16 => Kernel::Float(FKernel { tile: tile_f16, rm: 4, rn: 2 }),
+        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: 4, rn: 2 }),
         GgmlType::Q8_0 => q!(Q8_0, ActKind::Q8_0, tile_q8_0),
         GgmlType::Q4_0 => q!(Q4_0, ActKind::Q8_0, tile_q4_0),
         GgmlType::Q4_1 => q!(Q4_1, ActKind::Q8_1, tile_q4_1),
@@ -504,7 +504,9 @@ tile_dispatch!(tile_q5_k, tile_k::<Q5K>, 2, 4);
 tile_dispatch!(tile_q6_k, tile_k::<Q6K>, 2, 4);
 
 trait FW {
-    /// 8 weights at element `i` as two f32x4.
+    /// Whether the main loop takes 8 values per step (F16: amortizes the special-value check) or 4.
+    const WIDE: bool;
+    /// 8 weights at element `i` as two f32x4 (the first only when not `WIDE`).
     unsafe fn load8(p: *const u8, i: usize) -> (v128, v128);
     unsafe fn scalar(p: *const u8, i: usize) -> f32;
 }
@@ -512,9 +514,10 @@ struct WF32;
 struct WF16;
 struct WBF16;
 impl FW for WF32 {
+    const WIDE: bool = false;
     #[inline(always)]
     unsafe fn load8(p: *const u8, i: usize) -> (v128, v128) {
-        (ld(p.add(4 * i)), ld(p.add(4 * i + 16)))
+        (ld(p.add(4 * i)), f32x4_splat(0.0))
     }
     #[inline(always)]
     unsafe fn scalar(p: *const u8, i: usize) -> f32 {
@@ -533,6 +536,7 @@ fn f16_finite(ext: v128) -> v128 {
 }
 
 impl FW for WF16 {
+    const WIDE: bool = true;
     /// Exact for every half (infinities and NaNs through a rarely taken branch).
     #[inline(always)]
     unsafe fn load8(p: *const u8, i: usize) -> (v128, v128) {
@@ -556,10 +560,11 @@ impl FW for WF16 {
     }
 }
 impl FW for WBF16 {
+    const WIDE: bool = false;
     #[inline(always)]
     unsafe fn load8(p: *const u8, i: usize) -> (v128, v128) {
-        let h = ld(p.add(2 * i));
-        (i32x4_shl(u32x4_extend_low_u16x8(h), 16), i32x4_shl(u32x4_extend_high_u16x8(h), 16))
+        let h = v128_load64_zero(p.add(2 * i) as *const u64);
+        (i32x4_shl(u32x4_extend_low_u16x8(h), 16), f32x4_splat(0.0))
     }
     #[inline(always)]
     unsafe fn scalar(p: *const u8, i: usize) -> f32 {
@@ -598,21 +603,35 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
         *p = a.act.add(t * a.act_stride);
     }
     let mut i = 0;
-    while i + 8 <= n {
-        let mut w0 = [f32x4_splat(0.0); RM];
-        let mut w1 = [f32x4_splat(0.0); RM];
-        for r in 0..RM {
-            (w0[r], w1[r]) = W::load8(rows[r], i);
-        }
+    while W::WIDE && i + 8 <= n {
+        // Activations of all tokens first, then one row's weights at a time (fewer live vectors).
+        let mut x0 = [f32x4_splat(0.0); RN];
+        let mut x1 = [f32x4_splat(0.0); RN];
         for t in 0..RN {
-            let x0 = ld(xs[t].add(4 * i));
-            let x1 = ld(xs[t].add(4 * i + 16));
-            for r in 0..RM {
-                let s = f32x4_add(acc[r][t], f32x4_mul(w0[r], x0));
-                acc[r][t] = f32x4_add(s, f32x4_mul(w1[r], x1));
+            x0[t] = ld(xs[t].add(4 * i));
+            x1[t] = ld(xs[t].add(4 * i + 16));
+        }
+        for r in 0..RM {
+            let (w0, w1) = W::load8(rows[r], i);
+            for t in 0..RN {
+                let s = f32x4_add(acc[r][t], f32x4_mul(w0, x0[t]));
+                acc[r][t] = f32x4_add(s, f32x4_mul(w1, x1[t]));
             }
         }
         i += 8;
+    }
+    while !W::WIDE && i + 4 <= n {
+        let mut wv = [f32x4_splat(0.0); RM];
+        for r in 0..RM {
+            wv[r] = W::load8(rows[r], i).0;
+        }
+        for t in 0..RN {
+            let xv = ld(xs[t].add(4 * i));
+            for r in 0..RM {
+                acc[r][t] = f32x4_add(acc[r][t], f32x4_mul(wv[r], xv));
+            }
+        }
+        i += 4;
     }
     for t in 0..RN {
         for r in 0..RM {
@@ -625,6 +644,6 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     }
 }
 
-tile_dispatch!(tile_f32, tile_fl::<WF32>, 3, 2);
-tile_dispatch!(tile_f16, tile_fl::<WF16>, 3, 2);
-tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 3, 2);
+tile_dispatch!(tile_f32, tile_fl::<WF32>, 4, 2);
+tile_dispatch!(tile_f16, tile_fl::<WF16>, 4, 2);
+tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 2);

@@ -1053,10 +1053,23 @@ tile_dispatch!(tile_q4_0, tile_q::<Q4_0>, 2, 8);
 tile_dispatch!(tile_q4_1, tile_q::<Q4_1>, 2, 8);
 tile_dispatch!(tile_q5_0, tile_q::<Q5_0>, 2, 8);
 tile_dispatch!(tile_q5_1, tile_q::<Q5_1>, 2, 8);
-tile_dispatch!(tile_q8_0, tile_q::<Q8_0>, 2, 8);
+tile_dispatch!(tile_q8_0_r4, tile_q::<Q8_0>, 4, 2);
+tile_dispatch!(tile_q8_0_r2, tile_q::<Q8_0>, 2, 8);
 tile_dispatch!(tile_q4_k, tile_q::<Q4K>, 2, 8);
 tile_dispatch!(tile_q5_k, tile_q::<Q5K>, 2, 8);
 tile_dispatch!(tile_q6_k, tile_q::<Q6K>, 2, 8);
+
+/// Q8_0 direct tiles: 4 rows per tile for matrix-vector products (more weight streams in flight:
+/// measured +15-25 % from memory; the other types do not gain), 2 rows × up to 8 tokens otherwise.
+/// The same per-output arithmetic either way.
+unsafe fn tile_q8_0(rows: usize, rn: usize, a: &TileArgs) {
+    if rn <= 2 {
+        tile_q8_0_r4(rows, rn, a)
+    } else {
+        tile_q8_0_r2(rows, rn, a)
+    }
+}
+
 tile_dispatch!(pre_q4_0, tile_pre::<Q4_0>, 2, 8);
 tile_dispatch!(pre_q4_1, tile_pre::<Q4_1>, 2, 8);
 tile_dispatch!(pre_q5_0, tile_pre::<Q5_0>, 2, 8);
