@@ -20,8 +20,8 @@ import type {
 /** Chunk size for handing weights to the wasm engine: bounded, so no buffer is ever file-sized. */
 const WEIGHT_CHUNK = 16 << 20;
 
-/** Streams the tensors the engine asks for from `src` into the engine, chunk by chunk. A file
- *  without tensors (a vocabulary) loads without weights. */
+/** Streams the tensors the engine asks for from `src` into the engine, chunk by chunk (the caller
+ *  skips this for vocabulary-only loads: `EngineModel.wantsWeights`). */
 async function pushWeights(
   m: EngineModel,
   src: ByteSource,
