@@ -23,6 +23,8 @@ mod file;
 pub mod half;
 mod kquants;
 mod legacy;
+// Part of the rules serve only the file-level quantizer, which is native-only.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub mod rules;
 
 #[cfg(not(target_arch = "wasm32"))]
