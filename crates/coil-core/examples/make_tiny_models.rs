@@ -20,30 +20,17 @@
 
 use coil_core::gguf::{GgmlType, GgufArray, GgufValue, GgufWriter};
 
-/// splitmix64: small, seedable, good enough for weights.
-pub struct Rng(u64);
+/// The weights' PRNG: coil-core's SplitMix64 (the same numbers on every platform).
+pub struct Rng(coil_core::util::SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1), exactly representable in f32.
-    pub fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+        Rng(coil_core::util::SplitMix64::new(seed))
     }
 
     /// Uniform in [lo, hi).
     pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.unit()
+        lo + (hi - lo) * self.0.next_f32()
     }
 
     /// Zero-mean uniform values with standard deviation `std`.
@@ -53,39 +40,9 @@ impl Rng {
     }
 }
 
-/// f32 to IEEE half bits, rounding to nearest even (overflow to infinity, NaN kept NaN).
+/// f32 to IEEE half bits, as ggml rounds (coil-core's `quant::half`).
 pub fn f16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 31 {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = man | 0x80_0000;
-        let s = (14 - e) as u32;
-        let mut h = m >> s;
-        let rem = m & ((1 << s) - 1);
-        let half = 1 << (s - 1);
-        if rem > half || (rem == half && h & 1 == 1) {
-            h += 1;
-        }
-        return sign | h as u16;
-    }
-    let mut h = ((e as u32) << 10) | (man >> 13);
-    let rem = man & 0x1fff;
-    if rem > 0x1000 || (rem == 0x1000 && h & 1 == 1) {
-        h += 1; // a carry into the exponent is still the right answer (up to infinity)
-    }
-    sign | h as u16
+    coil_core::quant::half::f32_to_f16(x)
 }
 
 /// GPT-2's byte-to-unicode table: the printable character that spells each byte.

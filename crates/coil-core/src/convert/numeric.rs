@@ -42,39 +42,10 @@ pub fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
-/// f32 -> IEEE half bits, round to nearest even (overflow to infinity, NaN stays NaN).
+/// f32 -> IEEE half bits, round to nearest even (overflow to infinity), exactly as ggml converts
+/// (one implementation for the converter and the quantizer: `quant::half`).
 pub fn f32_to_f16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | 0x7c00 | if man != 0 { 0x200 | (man >> 13) as u16 } else { 0 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 31 {
-        return sign | 0x7c00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = man | 0x80_0000;
-        let s = (14 - e) as u32;
-        let mut h = m >> s;
-        let rem = m & ((1 << s) - 1);
-        let half = 1 << (s - 1);
-        if rem > half || (rem == half && h & 1 == 1) {
-            h += 1;
-        }
-        return sign | h as u16;
-    }
-    let mut h = ((e as u32) << 10) | (man >> 13);
-    let rem = man & 0x1fff;
-    if rem > 0x1000 || (rem == 0x1000 && h & 1 == 1) {
-        h += 1; // may carry into the exponent, up to infinity: still correct
-    }
-    sign | h as u16
+    crate::quant::half::f32_to_f16(x)
 }
 
 pub fn bf16_to_f32(h: u16) -> f32 {
