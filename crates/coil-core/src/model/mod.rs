@@ -24,7 +24,7 @@ pub mod weights;
 use crate::error::{CoilError, ErrorCode, Result};
 use crate::gguf::inspect::{inspect_json, InspectOptions};
 use crate::gguf::GgufFile;
-use crate::tokenizer::{DetokenizeOptions, StreamDecoder, TokenType, Tokenizer};
+use crate::tokenizer::{DetokenizeOptions, StreamDecoder, Tokenizer};
 
 pub use hparams::{Arch, HParams};
 pub use weights::{ArchWeights, Mamba2Layer, Mamba2Weights, MambaLayer, MambaWeights, Matrix, Weights};
@@ -248,15 +248,7 @@ impl Model {
     /// Attributes of one token as JSON: `{"id","piece","type","control","eog"}`.
     pub fn token_json(&self, id: u32) -> Result<String> {
         let t = self.check_ids(&[id])?;
-        let ty = match t.token_type(id)? {
-            TokenType::Normal => "normal",
-            TokenType::Unknown => "unknown",
-            TokenType::Control => "control",
-            TokenType::UserDefined => "user_defined",
-            TokenType::Unused => "unused",
-            TokenType::Byte => "byte",
-            TokenType::Undefined => "undefined",
-        };
+        let ty = t.token_type(id)?.name();
         Ok(format!(
             "{{\"id\":{id},\"piece\":{},\"type\":\"{ty}\",\"control\":{},\"eog\":{}}}",
             crate::error::json_string(t.piece(id)?),

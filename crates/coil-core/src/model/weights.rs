@@ -16,20 +16,8 @@ use super::hparams::{Arch, HParams};
 use crate::error::{CoilError, ErrorCode, Result};
 use crate::gguf::{GgmlType, GgufFile};
 
-/// Types the matrix kernels take.
-pub const MATRIX_TYPES: [GgmlType; 11] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+/// Types the matrix kernels take (the kernels' own list).
+pub const MATRIX_TYPES: [GgmlType; 11] = crate::kernels::matmul::MATMUL_TYPES;
 
 /// One tensor of the file that the model uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
