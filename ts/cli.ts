@@ -4,7 +4,8 @@
 
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { backendInfo, convert, inspectGguf, loadModel, quantize, CoilError, describeError } from "./node/index.js";
+import { backendInfo, convert, inspectGguf, loadModel, perplexity, quantize, CoilError, describeError } from "./node/index.js";
+import { readFile } from "node:fs/promises";
 import { ProgressBar } from "./cli/progress.js";
 import type { BackendChoice, GgufInfo } from "./node/index.js";
 import { formatInspect } from "./cli/format-inspect.js";
@@ -32,6 +33,9 @@ Usage:
       {"prompt_tokens","tokens","text","stop_reason"}.
   coil chat [-m FILE.gguf] [--system TEXT] [generation options]
       Chat interactively; the conversation's state is reused between turns.
+  coil perplexity [-m FILE.gguf] -f TEXT.txt [--ctx 512] [--backend ...] [--threads N] [--json]
+      Perplexity of a text by llama.cpp's method (windows of --ctx tokens from a fresh state, second
+      half of each scored); --json prints {"model","perplexity","tokens","windows"}.
   coil backend [--backend native|wasm] [--json]
       Show which engine runs and what SIMD it uses.
   coil --help | --version
@@ -367,6 +371,43 @@ async function cmdChat(args: string[]): Promise<void> {
   }
 }
 
+async function cmdPerplexity(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string", short: "m" },
+      file: { type: "string", short: "f" },
+      ctx: { type: "string" },
+      backend: { type: "string" },
+      threads: { type: "string" },
+      json: { type: "boolean", default: false },
+    },
+  });
+  if (values.file === undefined) throw new UsageError("perplexity needs -f TEXT.txt");
+  const ctx = intOpt("ctx", values.ctx, 4) ?? 512;
+  const text = await readFile(values.file, "utf8");
+  const modelPath = values.model ?? DEFAULT_MODEL;
+  await using model = await loadModel(modelPath, { backend: backendOpt(values.backend) });
+  const c = abortOnSigint();
+  const bar = new ProgressBar("perplexity", (n) => `${n} windows`);
+  let r;
+  try {
+    r = await perplexity(model, text, {
+      ctx,
+      threads: intOpt("threads", values.threads, 1),
+      signal: c.signal,
+      onProgress: (p) => bar.update(p.window, p.windows, `ppl ${p.perplexity.toFixed(4)}`),
+    });
+  } finally {
+    bar.done();
+  }
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ model: modelPath, perplexity: r.perplexity, tokens: r.tokens, windows: r.windows }) + "\n");
+  } else {
+    process.stdout.write(`perplexity ${r.perplexity.toFixed(4)} over ${r.tokens} scored tokens (${r.windows} windows of ${r.ctx}; ${r.textTokens} tokens in the text)\n`);
+  }
+}
+
 async function cmdBackend(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { json: { type: "boolean", default: false }, backend: { type: "string" } } });
   const info = await backendInfo({ backend: backendOpt(values.backend) });
@@ -421,6 +462,9 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       case "bench":
         await cmdBench(rest);
+        return 0;
+      case "perplexity":
+        await cmdPerplexity(rest);
         return 0;
       default:
         throw new UsageError(`unknown command "${cmd}" (try coil --help)`);
