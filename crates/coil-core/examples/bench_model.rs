@@ -97,7 +97,7 @@ fn main() {
     let model = Arc::new(Model::open(&path).expect("loading the model"));
     let hp = model.hparams().unwrap().clone();
     let mut ctx =
-        Context::new(model.clone(), ContextParams { n_seq_max: seqs, n_threads: threads, n_ubatch: 512 }).unwrap();
+        Context::new(model.clone(), ContextParams { n_seq_max: seqs, n_threads: threads, n_ubatch: 512, ..ContextParams::default() }).unwrap();
     println!(
         "model: {} d_model {} layers {} d_inner {} d_state {} vocab {} | threads {} | isa {} | matmul {} | state {:.2} MiB/seq",
         hp.arch.name(),
