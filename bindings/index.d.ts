@@ -23,6 +23,8 @@ export declare class NativeContext {
   position(seq: number): number
   clear(seq: number): void
   stateBytesPerSequence(): number
+  /** Memory accounting JSON (see `Context::memory_json`). */
+  memory(): string
   nVocab(): number
   /** A generator for sequence `seq`; `params` is the core's GenerateParams JSON. */
   createGenerator(seq: number, params: string): NativeGenerator
@@ -52,7 +54,8 @@ export declare class NativeModel {
   weightsPlan(): Float64Array
   pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void
   finishWeights(): void
-  createContext(nSeqMax: number, nThreads: number): NativeContext
+  /** `n_ctx` 0: the model's default context length; `kv_type` "f16" or "f32". */
+  createContext(nSeqMax: number, nThreads: number, nCtx: number, kvType: string): NativeContext
   /** Releases the model now (contexts keep what they use); later calls fail with DISPOSED. */
   dispose(): void
 }

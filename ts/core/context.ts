@@ -4,7 +4,7 @@
 
 import type { EngineContext } from "./engine.js";
 import { CoilError, fromEngineError, InvalidArgumentError, throwIfAborted } from "./errors.js";
-import type { EvaluateOptions, GenerateOptions } from "./types.js";
+import type { ContextMemory, EvaluateOptions, GenerateOptions, KvType } from "./types.js";
 import { Generation, generateParams } from "./generate.js";
 import type { Model } from "./model.js";
 
@@ -143,6 +143,30 @@ export class Context {
   /** Bytes of recurrent state each sequence holds (constant, whatever its length). */
   get stateBytesPerSequence(): number {
     return this.engine().stateBytesPerSequence();
+  }
+
+  /** What the context's memory costs: recurrent state per sequence, KV per token and per
+   *  sequence at the context length. */
+  get memory(): ContextMemory {
+    const j = JSON.parse(this.engine().memory()) as Record<string, number | string>;
+    return {
+      contextLength: j.context_length as number,
+      kvType: j.kv_type as KvType,
+      attentionLayers: j.attention_layers as number,
+      recurrentStateBytesPerSequence: j.recurrent_state_bytes_per_sequence as number,
+      kvBytesPerToken: j.kv_bytes_per_token as number,
+      kvBytesPerSequence: j.kv_bytes_per_sequence as number,
+    };
+  }
+
+  /** Tokens each sequence may hold in the KV cache (see `ContextOptions.contextLength`). */
+  get contextLength(): number {
+    return this.memory.contextLength;
+  }
+
+  /** The KV cache's element type. */
+  get kvType(): KvType {
+    return this.memory.kvType;
   }
 
   get disposed(): boolean {

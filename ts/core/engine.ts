@@ -39,7 +39,7 @@ export interface EngineModel {
   weightsPlan(): Float64Array;
   pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void;
   finishWeights(): void;
-  createContext(nSeqMax: number, nThreads: number): EngineContext;
+  createContext(nSeqMax: number, nThreads: number, nCtx: number, kvType: string): EngineContext;
   /** Frees the engine's memory for this model. */
   release(): void;
 }
@@ -62,6 +62,8 @@ export interface EngineContext {
   position(seq: number): number;
   clear(seq: number): void;
   stateBytesPerSequence(): number;
+  /** Memory accounting JSON from the core. */
+  memory(): string;
   nVocab(): number;
   /** A generator for sequence `seq` (params JSON: sampler, max_tokens, stop, ignore_eos). */
   createGenerator(seq: number, params: string): EngineGenerator;
@@ -109,7 +111,7 @@ export interface BindingModel<C> {
   weightsPlan(): Float64Array;
   pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void;
   finishWeights(): void;
-  createContext(nSeqMax: number, nThreads: number): C;
+  createContext(nSeqMax: number, nThreads: number, nCtx: number, kvType: string): C;
 }
 
 export function wrapBindingModel<C>(m: BindingModel<C>, wrapContext: (c: C) => EngineContext, release: () => void): EngineModel {
@@ -125,7 +127,7 @@ export function wrapBindingModel<C>(m: BindingModel<C>, wrapContext: (c: C) => E
     weightsPlan: () => m.weightsPlan(),
     pushTensorBytes: (i, o, b) => m.pushTensorBytes(i, o, b),
     finishWeights: () => m.finishWeights(),
-    createContext: (n, t) => wrapContext(m.createContext(n, t)),
+    createContext: (n, t, c, k) => wrapContext(m.createContext(n, t, c, k)),
     release,
   };
 }

@@ -30,6 +30,7 @@ interface WasmContext {
   position(seq: number): number;
   clear(seq: number): void;
   stateBytesPerSequence(): number;
+  memory(): string;
   nVocab(): number;
   free(): void;
 }
@@ -41,6 +42,7 @@ function wrapContext(c: WasmContext): EngineContext {
     position: (s) => c.position(s),
     clear: (s) => c.clear(s),
     stateBytesPerSequence: () => c.stateBytesPerSequence(),
+    memory: () => c.memory(),
     nVocab: () => c.nVocab(),
     createGenerator: (seq, params) => {
       const g = c.createGenerator(seq, params);

@@ -18,6 +18,7 @@ interface NativeContext {
   position(seq: number): number;
   clear(seq: number): void;
   stateBytesPerSequence(): number;
+  memory(): string;
   nVocab(): number;
   dispose(): void;
 }
@@ -28,6 +29,7 @@ function wrapContext(c: NativeContext): EngineContext {
     position: (s) => c.position(s),
     clear: (s) => c.clear(s),
     stateBytesPerSequence: () => c.stateBytesPerSequence(),
+    memory: () => c.memory(),
     nVocab: () => c.nVocab(),
     createGenerator: (seq, params) => {
       const g = c.createGenerator(seq, params);

@@ -6,6 +6,7 @@ import type {
   BackendInfo,
   BackendName,
   CommonOptions,
+  ContextMemory,
   ContextOptions,
   EvaluateOptions,
   GenerateOptions,
@@ -38,6 +39,10 @@ export interface RemoteSequence {
 export interface RemoteContext {
   readonly sequenceCount: number;
   readonly nVocab: number;
+  /** What the context's memory costs (as `Context.memory`). */
+  readonly memory: ContextMemory;
+  readonly contextLength: number;
+  readonly kvType: ContextMemory["kvType"];
   sequence(i?: number): RemoteSequence;
   dispose(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -116,13 +121,16 @@ export function createWorkerClient(worker?: Worker): WorkerClient {
     return m;
   }
 
-  function remoteContext(c: { handle: number; sequences: number; nVocab: number }): RemoteContext {
+  function remoteContext(c: { handle: number; sequences: number; nVocab: number; memory: ContextMemory }): RemoteContext {
     const seqs: RemoteSequence[] = [];
     for (let i = 0; i < c.sequences; i++) seqs.push(remoteSequence(c.handle, i));
     const dispose = () => call(undefined, () => remote.disposeContext(c.handle));
     return {
       sequenceCount: c.sequences,
       nVocab: c.nVocab,
+      memory: c.memory,
+      contextLength: c.memory.contextLength,
+      kvType: c.memory.kvType,
       sequence: (i = 0) => {
         const s = seqs[i];
         if (!s) throw new CoilError("INVALID_ARGUMENT", `no sequence ${i}: this context has ${seqs.length}`);

@@ -43,6 +43,9 @@ pub enum ErrorCode {
     InvalidArgument,
     /// A saved state that is corrupt, truncated, or from another model.
     StateInvalid,
+    /// A sequence would outgrow the context length its KV cache was sized for (attention models).
+    /// Checked before any state changes: the sequence is left as it was.
+    ContextFull,
     /// An operating-system I/O failure (open, map, read, write).
     Io,
     /// The operation was aborted by the caller.
@@ -75,6 +78,7 @@ impl ErrorCode {
             TokenOutOfRange => "TOKEN_OUT_OF_RANGE",
             InvalidArgument => "INVALID_ARGUMENT",
             StateInvalid => "STATE_INVALID",
+            ContextFull => "CONTEXT_FULL",
             Io => "IO_ERROR",
             Aborted => "ABORTED",
             Disposed => "DISPOSED",

@@ -1,8 +1,10 @@
-//! Evaluation contexts: recurrent state for several sequences, and batched evaluation.
+//! Evaluation contexts: recurrent state and KV cells for several sequences, and batched
+//! evaluation.
 //!
-//! A [`Context`] owns one recurrent-state slot per sequence id `0..n_seq_max` (per layer a conv
-//! state of (d_conv−1)·conv_dim floats and an SSM state of d_state·d_inner floats, all f32) and a
-//! position per sequence: how many tokens its state has absorbed. [`Context::evaluate`] runs a
+//! A [`Context`] owns a [`HybridMemory`]: one recurrent-state slot per sequence id `0..n_seq_max`
+//! (per recurrent layer a conv state of (d_conv−1)·conv_dim floats and an SSM state of
+//! d_state·d_inner floats, all f32), for attention models a paged KV cache (`kv`) of up to
+//! `n_ctx` tokens per sequence, and a position per sequence: how many tokens it has absorbed. [`Context::evaluate`] runs a
 //! [`Batch`] — tokens of any of the sequences, interleaved or not, of different lengths — and
 //! returns [`Logits`] for the tokens that asked for them, in batch order.
 //!
@@ -15,12 +17,29 @@
 //! micro-batches of at most `n_ubatch` tokens; within a micro-batch the projections run as one
 //! batched matmul over all tokens and the conv and scan run per sequence on its slot, in place.
 
+pub mod kv;
+pub mod memory;
+
 use std::sync::Arc;
 
 use crate::error::{CoilError, ErrorCode, Result};
 use crate::model::compat::{physical_cores, ThreadPool};
-use crate::model::graph::{forward, Scratch, Segment, States};
-use crate::model::Model;
+use crate::model::graph::{forward, Scratch, Segment};
+use crate::model::{HParams, Model};
+pub use kv::{KvCache, KvType, BLOCK_TOKENS};
+pub use memory::HybridMemory;
+
+/// The context length used when none is asked for: the model's training context
+/// (`{arch}.context_length`), capped at 4096 tokens.
+pub const DEFAULT_CONTEXT_CAP: u32 = 4096;
+
+/// [`DEFAULT_CONTEXT_CAP`] applied to `hp`.
+pub fn default_context_length(hp: &HParams) -> u32 {
+    match hp.n_ctx_train {
+        0 => DEFAULT_CONTEXT_CAP,
+        n => (n as u64).min(DEFAULT_CONTEXT_CAP as u64) as u32,
+    }
+}
 
 /// Parameters of a [`Context`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +50,17 @@ pub struct ContextParams {
     pub n_threads: usize,
     /// Most tokens processed together per step (activation memory grows with it). 0: 512.
     pub n_ubatch: usize,
+    /// Tokens each sequence may hold in the KV cache of attention layers (0: the model's
+    /// training context capped at 4096, see [`default_context_length`]). Recurrent-only models
+    /// have no KV cache and no bound.
+    pub n_ctx: u32,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
 }
 
 impl Default for ContextParams {
     fn default() -> Self {
-        ContextParams { n_seq_max: 1, n_threads: 0, n_ubatch: 512 }
+        ContextParams { n_seq_max: 1, n_threads: 0, n_ubatch: 512, n_ctx: 0, kv_type: KvType::F16 }
     }
 }
 
@@ -141,9 +166,7 @@ pub struct Context {
     model: Arc<Model>,
     params: ContextParams,
     pool: ThreadPool,
-    states: States,
-    /// Tokens absorbed per sequence (the position its next token must have).
-    pos: Vec<u32>,
+    mem: HybridMemory,
     scratch: Scratch,
     /// Reused per evaluate: the batch regrouped by sequence.
     order: Vec<usize>,
@@ -174,11 +197,13 @@ impl Context {
             params.n_ubatch = 512;
         }
         params.n_ubatch = params.n_ubatch.min(1 << 16);
-        let states = States::new(&hp, params.n_seq_max as usize)?;
+        if params.n_ctx == 0 {
+            params.n_ctx = default_context_length(&hp);
+        }
+        let mem = HybridMemory::new(&hp, params.n_seq_max as usize, params.n_ctx as usize, params.kv_type)?;
         Ok(Context {
             pool: ThreadPool::new(params.n_threads),
-            states,
-            pos: vec![0; params.n_seq_max as usize],
+            mem,
             scratch: Scratch::default(),
             order: Vec::new(),
             tokens: Vec::new(),
@@ -203,9 +228,53 @@ impl Context {
         self.pool.n_threads()
     }
 
-    /// Bytes of recurrent state each sequence owns (all layers, f32).
+    /// Bytes of recurrent state each sequence owns (all recurrent layers, f32).
     pub fn state_bytes_per_sequence(&self) -> u64 {
-        self.model.hparams().map_or(0, |hp| hp.state_bytes_per_sequence())
+        self.mem.recurrent_bytes_per_sequence()
+    }
+
+    /// Tokens per sequence the KV cache holds (see [`ContextParams::n_ctx`]).
+    pub fn n_ctx(&self) -> u32 {
+        self.params.n_ctx
+    }
+
+    pub fn kv_type(&self) -> KvType {
+        self.params.kv_type
+    }
+
+    /// Bytes of KV cache per token (0 for recurrent-only models).
+    pub fn kv_bytes_per_token(&self) -> u64 {
+        self.mem.kv_bytes_per_token()
+    }
+
+    /// Bytes of KV cache one sequence takes at the full context length.
+    pub fn kv_bytes_per_sequence(&self) -> u64 {
+        self.mem.kv_bytes_per_sequence()
+    }
+
+    /// The memory accounting as JSON: `{"context_length","kv_type","attention_layers",
+    /// "recurrent_state_bytes_per_sequence","kv_bytes_per_token","kv_bytes_per_sequence"}`.
+    pub fn memory_json(&self) -> String {
+        format!(
+            "{{\"context_length\":{},\"kv_type\":\"{}\",\"attention_layers\":{},\"recurrent_state_bytes_per_sequence\":{},\"kv_bytes_per_token\":{},\"kv_bytes_per_sequence\":{}}}",
+            self.params.n_ctx,
+            self.params.kv_type.name(),
+            self.mem.kv().map_or(0, |k| k.n_layers()),
+            self.state_bytes_per_sequence(),
+            self.kv_bytes_per_token(),
+            self.kv_bytes_per_sequence()
+        )
+    }
+
+    /// The sequences' memory (recurrent states and KV cells).
+    pub fn memory(&self) -> &HybridMemory {
+        &self.mem
+    }
+
+    /// Mutable access to the memory, for operations on whole sequences (fork, truncate,
+    /// save/load). Each of them is all-or-nothing.
+    pub fn memory_mut(&mut self) -> &mut HybridMemory {
+        &mut self.mem
     }
 
     fn check_seq(&self, seq: u32) -> Result<usize> {
@@ -220,32 +289,33 @@ impl Context {
 
     /// The position the next token of `seq` must have: the number of tokens its state holds.
     pub fn position(&self, seq: u32) -> Result<u32> {
-        Ok(self.pos[self.check_seq(seq)?])
+        self.check_seq(seq)?;
+        self.mem.position(seq)
     }
 
-    /// Resets `seq` to the empty state (position 0).
+    /// Resets `seq` to the empty state (position 0): recurrent state and KV cells.
     pub fn clear(&mut self, seq: u32) -> Result<()> {
-        let s = self.check_seq(seq)?;
-        let n_layer = self.model.hparams().map_or(0, |h| h.n_layer);
-        self.states.clear(n_layer, s);
-        self.pos[s] = 0;
-        Ok(())
+        self.check_seq(seq)?;
+        self.mem.clear(seq)
     }
 
     /// Resets every sequence.
     pub fn clear_all(&mut self) {
-        self.states.conv.fill(0.0);
-        self.states.ssm.fill(0.0);
-        self.pos.fill(0);
+        self.mem.clear_all();
     }
 
-    /// A copy of `seq`'s recurrent state (conv states of every layer, then SSM states), for tests
-    /// and debugging.
+    /// Makes sequence `dst` a copy of `src` (recurrent state copied, KV cells shared).
+    pub fn fork(&mut self, src: u32, dst: u32) -> Result<()> {
+        self.check_seq(src)?;
+        self.check_seq(dst)?;
+        self.mem.fork(src, dst)
+    }
+
+    /// A copy of `seq`'s recurrent state (conv states of every recurrent layer, then SSM
+    /// states), for tests and debugging.
     pub fn state_snapshot(&self, seq: u32) -> Result<Vec<f32>> {
-        let s = self.check_seq(seq)?;
-        let mut v = Vec::new();
-        self.states.copy_slot(self.model.hparams().map_or(0, |h| h.n_layer), s, &mut v);
-        Ok(v)
+        self.check_seq(seq)?;
+        self.mem.recurrent_state(seq)
     }
 
     /// Evaluates `batch`; returns the logits of the tokens that asked, in batch order.
@@ -290,7 +360,9 @@ impl Context {
             }
         }
         // Next position per sequence as the batch advances (only touched sequences matter).
-        let mut next: Vec<u32> = self.pos.clone();
+        let n_seq = self.params.n_seq_max as usize;
+        let mut next: Vec<u32> = (0..n_seq as u32).map(|s| self.mem.position(s).unwrap_or(0)).collect();
+        let start_pos = next.clone();
         for (i, &s) in batch.seq.iter().enumerate() {
             let su = self.check_seq(s).map_err(|e| bad(format!("batch index {i}: {}", e.message)))?;
             let want = next[su];
@@ -305,6 +377,14 @@ impl Context {
             }
             next[su] = want.checked_add(1).ok_or_else(|| bad(format!("sequence {s}: position overflow")))?;
         }
+
+        // Room in the KV cache for every touched sequence (CONTEXT_FULL names the first that
+        // would overflow); reserving changes no observable state.
+        let per_seq: Vec<(u32, usize)> = (0..n_seq)
+            .filter(|&s| next[s] != start_pos[s])
+            .map(|s| (s as u32, (next[s] - start_pos[s]) as usize))
+            .collect();
+        self.mem.check_capacity_all(&per_seq)?;
 
         // ---- Regroup by sequence (stable), cut into micro-batches. ----
         self.order.clear();
@@ -336,9 +416,11 @@ impl Context {
         let ub = self.params.n_ubatch;
         // Activation memory for the largest micro-batch, before any state changes.
         self.scratch.ensure(&w.hp, n.min(ub), n_req.min(ub))?;
+        self.mem.reserve(&per_seq)?;
+        // Position of each sequence's next token as the micro-batches go.
+        let mut cur = start_pos.clone();
         let mut segs: Vec<Segment> = Vec::new();
         let mut outputs: Vec<(usize, usize)> = Vec::new();
-        let mut touched: Vec<usize> = Vec::new();
         let mut start = 0;
         let result = (|| -> Result<()> {
             while start < n {
@@ -351,21 +433,18 @@ impl Context {
                     let slot = batch.seq[bi] as usize;
                     match segs.last_mut() {
                         Some(sg) if sg.slot == slot => sg.len += 1,
-                        _ => segs.push(Segment { slot, start: r, len: 1 }),
+                        _ => segs.push(Segment { slot, start: r, len: 1, pos: cur[slot] as usize }),
                     }
+                    cur[slot] += 1;
                     if row_of[bi] != u32::MAX {
                         outputs.push((r, row_of[bi] as usize));
-                    }
-                }
-                for sg in &segs {
-                    if !touched.contains(&sg.slot) {
-                        touched.push(sg.slot);
                     }
                 }
                 forward(
                     w,
                     &self.pool,
-                    &mut self.states,
+                    &mut self.mem.rec,
+                    self.mem.kv.as_mut(),
                     &mut self.scratch,
                     &self.tokens,
                     &segs,
@@ -378,17 +457,18 @@ impl Context {
         })();
         match result {
             Ok(()) => {
-                self.pos = next;
+                for &(s, _) in &per_seq {
+                    self.mem.commit(s, next[s as usize]);
+                }
                 Ok(())
             }
             Err(e) => {
                 // Only an internal failure can get here (everything the caller controls was
-                // checked above). The touched sequences hold partial updates: reset them rather
-                // than leave them inconsistent with their positions.
-                let n_layer = w.hp.n_layer;
-                for &s in &touched {
-                    self.states.clear(n_layer, s);
-                    self.pos[s] = 0;
+                // checked above). The touched sequences hold partial updates in both halves
+                // (recurrent states advanced, KV cells written): reset both rather than leave
+                // them inconsistent with their positions; release every reservation.
+                for &(s, _) in &per_seq {
+                    let _ = self.mem.clear(s);
                 }
                 Err(CoilError::new(
                     ErrorCode::Internal,
