@@ -12,7 +12,7 @@ export function fixture(rel: string): string {
 export function fixtureBytes(rel: string): Uint8Array {
   return new Uint8Array(readFileSync(fixture(rel)));
 }
-export const DEFAULT_MODEL = fileURLToPath(new URL("../models/tiny-mamba.gguf", import.meta.url));
+export const DEFAULT_MODEL = fileURLToPath(new URL("../models/shakespeare.gguf", import.meta.url));
 
 export const VOCABS = [
   "vocab/ggml-vocab-gpt-neox.gguf",

@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import { pathToFileURL } from "node:url";
 import { readFileSync, statSync } from "node:fs";
-import { BACKENDS, coil, DEFAULT_MODEL, fixture, fixtureBytes, MODELS, VOCABS } from "./helpers.js";
+import { BACKENDS, coil, DEFAULT_MODEL, fixture, MODELS, VOCABS } from "./helpers.js";
 
 const ALL = [...VOCABS, ...MODELS];
 
@@ -86,10 +86,12 @@ describe("inspectGguf: facts", () => {
     ]);
   });
 
-  it("the built-in default model is a mamba GGUF", async () => {
+  it("the built-in default model is the trained Mamba-2 with its own vocabulary", async () => {
     const d = await coil.inspectGguf(DEFAULT_MODEL);
-    expect(d.summary.architecture).toBe("mamba");
-    expect(readFileSync(DEFAULT_MODEL)).toEqual(Buffer.from(fixtureBytes("models/tiny-mamba.gguf")));
+    expect(d.summary.architecture).toBe("mamba2");
+    expect(d.metadata["general.name"]).toBe("coil Shakespeare Mamba-2 2.9M");
+    expect(d.metadata["tokenizer.ggml.pre"]).toBe("gpt-2");
+    expect(readFileSync(DEFAULT_MODEL).length).toBeGreaterThan(1 << 20);
   });
 });
 

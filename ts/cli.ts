@@ -10,13 +10,13 @@ import { ProgressBar } from "./cli/progress.js";
 import type { BackendChoice, GgufInfo } from "./node/index.js";
 import { formatInspect } from "./cli/format-inspect.js";
 
-const DEFAULT_MODEL = fileURLToPath(new URL("../models/tiny-mamba.gguf", import.meta.url));
+const DEFAULT_MODEL = fileURLToPath(new URL("../models/shakespeare.gguf", import.meta.url));
 
 const USAGE = `coil — run Mamba, Mamba-2 and Jamba GGUF models
 
 Usage:
   coil inspect [FILE.gguf] [--json] [--full] [--ctx-size N] [--kv-type f16|f32] [--backend native|wasm]
-      Summarise a GGUF file (default: the built-in model, ${"models/tiny-mamba.gguf"}), with the memory
+      Summarise a GGUF file (default: the built-in model, ${"models/shakespeare.gguf"}), with the memory
       a sequence needs: recurrent state, and for attention models KV per token and per sequence.
   coil tokenize [-m FILE.gguf] TEXT [--special] [--no-bos] [--json] [--backend native|wasm]
       Tokenize TEXT as llama.cpp would; --json prints {"tokens":[...],"pieces":[...]}.
