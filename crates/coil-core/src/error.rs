@@ -43,6 +43,10 @@ pub enum ErrorCode {
     InvalidArgument,
     /// A saved state that is corrupt, truncated, or from another model.
     StateInvalid,
+    /// A saved state from a different model (architecture, shapes or metadata differ).
+    StateModelMismatch,
+    /// No free sequence slot (fork) or no room left in a cache.
+    ContextFull,
     /// An operating-system I/O failure (open, map, read, write).
     Io,
     /// The operation was aborted by the caller.
@@ -75,6 +79,8 @@ impl ErrorCode {
             TokenOutOfRange => "TOKEN_OUT_OF_RANGE",
             InvalidArgument => "INVALID_ARGUMENT",
             StateInvalid => "STATE_INVALID",
+            StateModelMismatch => "STATE_MODEL_MISMATCH",
+            ContextFull => "CONTEXT_FULL",
             Io => "IO_ERROR",
             Aborted => "ABORTED",
             Disposed => "DISPOSED",

@@ -11,9 +11,17 @@
 //! in a batch is checked before any state changes, so a failed `evaluate` leaves every sequence
 //! exactly as it was.
 //!
-//! Internally a batch is regrouped so each sequence's tokens are contiguous and cut into
-//! micro-batches of at most `n_ubatch` tokens; within a micro-batch the projections run as one
-//! batched matmul over all tokens and the conv and scan run per sequence on its slot, in place.
+//! Internally a batch is regrouped by sequence and cut into micro-batches of at most `n_ubatch`
+//! tokens in which every sequence has the same number of tokens (`split`); within a micro-batch
+//! the projections run as one batched matmul over all tokens and the conv and scan step every
+//! sequence on its slot, in place.
+//!
+//! Sequence operations beyond evaluation — fork, truncate (rollback through checkpoints), prompt
+//! reuse — live in `tree`; saving and restoring states in `state_io`.
+
+mod split;
+pub mod state_io;
+mod tree;
 
 use std::sync::Arc;
 
@@ -21,6 +29,9 @@ use crate::error::{CoilError, ErrorCode, Result};
 use crate::model::compat::{physical_cores, ThreadPool};
 use crate::model::graph::{forward, Scratch, Segment, States};
 use crate::model::Model;
+
+pub use state_io::SaveOptions;
+pub use tree::CheckpointPolicy;
 
 /// Parameters of a [`Context`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +156,9 @@ pub struct Context {
     /// Tokens absorbed per sequence (the position its next token must have).
     pos: Vec<u32>,
     scratch: Scratch,
-    /// Reused per evaluate: the batch regrouped by sequence.
-    order: Vec<usize>,
+    /// Token histories, checkpoints and copy-on-write forks of every slot (see `tree`).
+    tree: tree::Tree,
+    /// Reused per evaluate: the tokens of one micro-batch.
     tokens: Vec<u32>,
 }
 
@@ -180,7 +192,7 @@ impl Context {
             states,
             pos: vec![0; params.n_seq_max as usize],
             scratch: Scratch::default(),
-            order: Vec::new(),
+            tree: tree::Tree::new(params.n_seq_max as usize),
             tokens: Vec::new(),
             model,
             params,
@@ -226,8 +238,8 @@ impl Context {
     /// Resets `seq` to the empty state (position 0).
     pub fn clear(&mut self, seq: u32) -> Result<()> {
         let s = self.check_seq(seq)?;
-        let n_layer = self.model.hparams().map_or(0, |h| h.n_layer);
-        self.states.clear(n_layer, s);
+        self.tree.reset(&mut self.states, s);
+        self.states.zero_slot(s);
         self.pos[s] = 0;
         Ok(())
     }
@@ -237,15 +249,16 @@ impl Context {
         self.states.conv.fill(0.0);
         self.states.ssm.fill(0.0);
         self.pos.fill(0);
+        let policy = self.tree.policy;
+        self.tree = tree::Tree::new(self.pos.len());
+        self.tree.policy = policy;
     }
 
     /// A copy of `seq`'s recurrent state (conv states of every layer, then SSM states), for tests
     /// and debugging.
     pub fn state_snapshot(&self, seq: u32) -> Result<Vec<f32>> {
         let s = self.check_seq(seq)?;
-        let mut v = Vec::new();
-        self.states.copy_slot(self.model.hparams().map_or(0, |h| h.n_layer), s, &mut v);
-        Ok(v)
+        Ok(self.states.read_slot(self.tree.source(s)))
     }
 
     /// Evaluates `batch`; returns the logits of the tokens that asked, in batch order.
@@ -306,10 +319,19 @@ impl Context {
             next[su] = want.checked_add(1).ok_or_else(|| bad(format!("sequence {s}: position overflow")))?;
         }
 
-        // ---- Regroup by sequence (stable), cut into micro-batches. ----
-        self.order.clear();
-        self.order.extend(0..n);
-        self.order.sort_by_key(|&i| batch.seq[i]);
+        // ---- Regroup by sequence (stable), plan equal-length micro-batches. ----
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&i| batch.seq[i]);
+            for bi in order {
+                let slot = batch.seq[bi] as usize;
+                match groups.last_mut() {
+                    Some((s, v)) if *s == slot => v.push(bi),
+                    _ => groups.push((slot, vec![bi])),
+                }
+            }
+        }
         let n_req = batch.logits.iter().filter(|&&b| b).count();
         // Logit row of each batch index (batch order).
         let mut row_of = vec![u32::MAX; n];
@@ -334,32 +356,33 @@ impl Context {
         }
 
         let ub = self.params.n_ubatch;
+        let interval = self.tree.policy.interval;
+        let starts: Vec<u32> = groups.iter().map(|(s, _)| self.pos[*s]).collect();
+        let lens: Vec<usize> = groups.iter().map(|(_, v)| v.len()).collect();
+        let plan = split::split_equal(&starts, &lens, ub, interval);
         // Activation memory for the largest micro-batch, before any state changes.
-        self.scratch.ensure(&w.hp, n.min(ub), n_req.min(ub))?;
+        let biggest = plan.iter().map(|mb| mb.iter().map(|r| r.2).sum::<usize>()).max().unwrap_or(0);
+        self.scratch.ensure(&w.hp, biggest, n_req.min(biggest))?;
+        // Forks that share a touched slot's state get their own copy first (copy-on-write).
+        for (s, _) in &groups {
+            self.tree.detach(&mut self.states, *s);
+        }
         let mut segs: Vec<Segment> = Vec::new();
         let mut outputs: Vec<(usize, usize)> = Vec::new();
-        let mut touched: Vec<usize> = Vec::new();
-        let mut start = 0;
+        let touched: Vec<usize> = groups.iter().map(|(s, _)| *s).collect();
         let result = (|| -> Result<()> {
-            while start < n {
-                let end = (start + ub).min(n);
+            for mb in &plan {
                 self.tokens.clear();
                 segs.clear();
                 outputs.clear();
-                for (r, &bi) in self.order[start..end].iter().enumerate() {
-                    self.tokens.push(batch.tokens[bi]);
-                    let slot = batch.seq[bi] as usize;
-                    match segs.last_mut() {
-                        Some(sg) if sg.slot == slot => sg.len += 1,
-                        _ => segs.push(Segment { slot, start: r, len: 1 }),
-                    }
-                    if row_of[bi] != u32::MAX {
-                        outputs.push((r, row_of[bi] as usize));
-                    }
-                }
-                for sg in &segs {
-                    if !touched.contains(&sg.slot) {
-                        touched.push(sg.slot);
+                for &(g, off, k) in mb {
+                    let (slot, idx) = &groups[g];
+                    segs.push(Segment { slot: *slot, start: self.tokens.len(), len: k });
+                    for &bi in &idx[off..off + k] {
+                        if row_of[bi] != u32::MAX {
+                            outputs.push((self.tokens.len(), row_of[bi] as usize));
+                        }
+                        self.tokens.push(batch.tokens[bi]);
                     }
                 }
                 forward(
@@ -372,22 +395,36 @@ impl Context {
                     &outputs,
                     &mut out.data,
                 )?;
-                start = end;
+                if interval > 0 {
+                    for &(g, off, k) in mb {
+                        let p = starts[g] + (off + k) as u32;
+                        if p % interval == 0 {
+                            self.tree.snapshot(&self.states, groups[g].0, p);
+                        }
+                    }
+                }
             }
             Ok(())
         })();
         match result {
             Ok(()) => {
                 self.pos = next;
+                for (slot, idx) in &groups {
+                    let h = std::sync::Arc::make_mut(&mut self.tree.seqs[*slot].history);
+                    h.extend(idx.iter().map(|&bi| batch.tokens[bi]));
+                    if self.tree.policy.at_end && idx.len() > 1 {
+                        self.tree.snapshot(&self.states, *slot, self.pos[*slot]);
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
                 // Only an internal failure can get here (everything the caller controls was
                 // checked above). The touched sequences hold partial updates: reset them rather
                 // than leave them inconsistent with their positions.
-                let n_layer = w.hp.n_layer;
                 for &s in &touched {
-                    self.states.clear(n_layer, s);
+                    self.tree.reset(&mut self.states, s);
+                    self.states.zero_slot(s);
                     self.pos[s] = 0;
                 }
                 Err(CoilError::new(
