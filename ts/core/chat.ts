@@ -1,8 +1,8 @@
 // Chat on one sequence: messages are rendered with the GGUF's `tokenizer.chat_template` (Jinja,
 // through @huggingface/jinja) or, without one, a known fallback format (Mistral's [INST] when the
 // vocabulary has those control tokens, else a plain "User:/Assistant:" layout). Each turn feeds
-// the sequence only what extends the tokens it has already seen, so history is never re-processed
-// while the rendered conversation keeps growing at its end.
+// the sequence only what extends the tokens it has already seen (token-level prompt reuse, with
+// rollback through checkpoints when the conversation was edited), so history is never re-processed.
 
 import { Template } from "@huggingface/jinja";
 import type { Sequence } from "./context.js";
@@ -67,10 +67,10 @@ export interface ChatOptions {
 
 export class ChatSession {
   readonly messages: ChatMessage[] = [];
-  /** The text the sequence has absorbed for this chat, and how many tokens that was. */
+  /** The rendered conversation the sequence has absorbed, and its tokens. */
   #seenText = "";
-  #seenTokens = 0;
-  /** Prompt tokens of the last turn, and how many of them were already in the sequence. */
+  #seenTokens: number[] = [];
+  /** Prompt tokens of the last turn, and how many of them were not evaluated again. */
   lastPromptTokens = 0;
   lastReusedTokens = 0;
 
@@ -82,19 +82,22 @@ export class ChatSession {
   }
 
   /** Adds the user's message and generates the assistant's reply (stream it, or await `.result`).
-   *  When the newly rendered conversation extends the text the sequence has already absorbed,
-   *  only the new part is fed; otherwise the sequence starts over. */
+   *
+   *  The whole rendered conversation is handed to the sequence as one prompt with token-level
+   *  reuse (`generate(…, { reuse: true })`): the sequence keeps the longest prefix it holds — or
+   *  can restore from a checkpoint — and evaluates only the rest. When the new rendering extends
+   *  the text already absorbed, the prompt is those tokens plus the new text's, so a multi-turn
+   *  chat never re-processes its history; when earlier messages were edited or removed, the
+   *  sequence rolls back to where the conversation diverges. */
   send(content: string, options: GenerateOptions = {}): Generation {
     if (typeof content !== "string") throw new InvalidArgumentError("send takes a string");
     const model = this.sequence.context.model;
     this.messages.push({ role: "user", content });
     const rendered = renderChat(model, this.messages, true);
-    let feed: number[];
-    if (this.#seenText && rendered.startsWith(this.#seenText) && this.sequence.position === this.#seenTokens) {
-      feed = model.tokenize(rendered.slice(this.#seenText.length), { special: true, addBos: false });
-      this.lastReusedTokens = this.#seenTokens;
+    let prompt: number[];
+    if (this.#seenText && rendered.startsWith(this.#seenText)) {
+      prompt = [...this.#seenTokens, ...model.tokenize(rendered.slice(this.#seenText.length), { special: true, addBos: false })];
     } else {
-      this.sequence.clear();
       // A template that writes the BOS text itself gets no second one.
       let bos = "";
       try {
@@ -103,27 +106,24 @@ export class ChatSession {
       } catch {
         /* ids only */
       }
-      feed = model.tokenize(rendered, { special: true, addBos: bos && rendered.startsWith(bos) ? false : undefined });
-      this.lastReusedTokens = 0;
-      this.#seenText = "";
-      this.#seenTokens = 0;
+      prompt = model.tokenize(rendered, { special: true, addBos: bos && rendered.startsWith(bos) ? false : undefined });
     }
-    this.lastPromptTokens = this.lastReusedTokens + feed.length;
-    const gen = this.sequence.generate(feed, options);
+    this.lastPromptTokens = prompt.length;
+    const gen = this.sequence.generate(prompt, { ...options, reuse: true });
     void gen.result.then(
       (r) => {
+        this.lastReusedTokens = r.reusedTokens;
         let eosText = "";
         if (r.stopReason === "eos" && r.tokens.length) {
           eosText = model.tokenAttributes(r.tokens.at(-1)!).piece;
         }
         this.#seenText = rendered + r.text + eosText;
-        this.#seenTokens = this.sequence.position;
+        this.#seenTokens = Array.from(this.sequence.tokens);
         this.messages.push({ role: "assistant", content: r.text });
       },
       () => {
         this.#seenText = "";
-        this.#seenTokens = 0;
-        this.sequence.clear();
+        this.#seenTokens = [];
       },
     );
     return gen;

@@ -113,7 +113,7 @@ export class Model {
     if (!Number.isInteger(threads) || threads < 0 || threads > 1024) {
       throw new InvalidArgumentError(`threads must be a non-negative integer, got ${String(threads)}`);
     }
-    return new Context(this, this.#call((em) => em.createContext(n, threads)), n);
+    return new Context(this, this.#call((em) => em.createContext(n, threads)), n, options.checkpoints);
   }
 
   /**
