@@ -1,5 +1,7 @@
 // Model benchmark (issue 5): random-weight models of the mamba-130m shape (d_model 768, 24 layers,
-// d_state 16) and the mamba2-130m shape (d_state 128, head_dim 64) in F32, F16 and Q8_0; coil
+// d_state 16) and the mamba2-130m shape (d_state 128, head_dim 64) in F32, F16 and Q8_0, and (issue
+// 8, `--models jamba:f16,jamba:q8_0`) a small Jamba (d_model 1024, 8 layers, attention at 2 and 6,
+// 8 experts top-2 on the odd layers, vocabulary 32000 from the LLaMA SPM test vocabulary); coil
 // native and wasm against node-llama-cpp on the same GGUF in the same run; prompt processing
 // (pp) and generation (tg) like llama-bench. Also reports generation as a fraction of the
 // memory-bandwidth limit (weight bytes read per token / measured read bandwidth).
@@ -19,6 +21,7 @@ const { values } = parseArgs({
     reps: { type: "string", default: "3" },
     models: { type: "string", default: "mamba:f32,mamba:f16,mamba:q8_0,mamba2:f32,mamba2:f16,mamba2:q8_0" },
     json: { type: "boolean", default: false },
+    "no-wasm": { type: "boolean", default: false },
   },
 });
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -46,18 +49,21 @@ const opts = { pp: Number(values.pp), tg: Number(values.tg), reps: Number(values
 const rows = [];
 for (const spec of values.models.split(",")) {
   const [arch, type] = spec.split(":");
-  const file = `${dir}/${arch}-130m-${type}.gguf`;
+  const shape = arch === "jamba" ? "jamba-d1024x8" : `${arch}-130m`;
+  const vocab = arch === "jamba" ? "ggml-vocab-llama-spm.gguf" : "ggml-vocab-gpt-neox.gguf";
+  const file = `${dir}/${shape}-${type}.gguf`;
   if (!existsSync(file)) {
     process.stderr.write(`[bench] writing ${file}\n`);
-    execFileSync("cargo", ["run", "-q", "--release", "-p", "coil-core", "--example", "bench_model", "--", "--arch", arch, "--type", type, "--write", file, "--vocab", `${root}tests/fixtures/vocab/ggml-vocab-gpt-neox.gguf`, "--pp", "1", "--tg", "1", "--reps", "1"], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
+    execFileSync("cargo", ["run", "-q", "--release", "-p", "coil-core", "--example", "bench_model", "--", "--arch", arch, "--type", type, "--write", file, "--vocab", `${root}tests/fixtures/vocab/${vocab}`, "--pp", "1", "--tg", "1", "--reps", "1"], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
   }
   const bytes = statSync(file).size;
   const native = await benchCoil({ ...opts, model: file, backend: "native" });
-  const wasm = await benchCoil({ ...opts, model: file, backend: "wasm" });
+  const none = { pp_tokens_per_s: NaN, tg_tokens_per_s: NaN };
+  const wasm = values["no-wasm"] ? none : await benchCoil({ ...opts, model: file, backend: "wasm" });
   const info = JSON.parse(execFileSync(process.execPath, [`${root}dist/cli.js`, "inspect", file, "--json"], { maxBuffer: 64 << 20 }).toString());
   const nVocab = info.tensors.find((t) => t.name === "token_embd.weight").shape[1];
   const nlc = await benchNodeLlamaCpp({ ...opts, model: file }, nVocab);
-  rows.push({ model: `${arch}-130m ${type}`, file_bytes: bytes, native, wasm, nlc });
+  rows.push({ model: `${shape} ${type}`, file_bytes: bytes, native, wasm, nlc });
   process.stderr.write(`[bench] ${arch} ${type}: coil pp ${native.pp_tokens_per_s.toFixed(0)} tg ${native.tg_tokens_per_s.toFixed(1)} | wasm pp ${wasm.pp_tokens_per_s.toFixed(0)} tg ${wasm.tg_tokens_per_s.toFixed(1)} | llama.cpp pp ${nlc.pp_tokens_per_s.toFixed(0)} tg ${nlc.tg_tokens_per_s.toFixed(1)}\n`);
 }
 const bw = bandwidth();

@@ -40,6 +40,8 @@ export declare class NativeContext {
   saveContext(history: boolean, checkpoints: boolean): Uint8Array
   loadContext(bytes: Uint8Array): void
   stateBytesPerSequence(): number
+  /** Memory accounting JSON (see `Context::memory_json`). */
+  memory(): string
   nVocab(): number
   /** A generation on sequence `seq` (`params`: the core's GenerateParams JSON); returns its id. */
   createGenerator(seq: number, params: string): number
@@ -65,7 +67,8 @@ export declare class NativeModel {
   weightsPlan(): Float64Array
   pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void
   finishWeights(): void
-  createContext(nSeqMax: number, nThreads: number): NativeContext
+  /** `n_ctx` 0: the model's default context length; `kv_type` "f16" or "f32". */
+  createContext(nSeqMax: number, nThreads: number, nCtx: number, kvType: string): NativeContext
   /** Releases the model now (contexts keep what they use); later calls fail with DISPOSED. */
   dispose(): void
 }

@@ -2,16 +2,18 @@
 // abort, position bookkeeping, chat state reuse, and the CLI.
 import { beforeAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { BACKENDS, coil, fixture } from "./helpers.js";
+import { BACKENDS, coil, fixture, unknownArchGguf } from "./helpers.js";
 
 const TINY = fixture("models/tiny-mamba.gguf");
 const dir = mkdtempSync(join(tmpdir(), "coil-generate-"));
 const MAMBA = join(dir, "mamba.gguf"); // converted HF fixture with a real BPE vocabulary
+const UNKNOWN_ARCH = join(dir, "llama.gguf");
 beforeAll(async () => {
+  writeFileSync(UNKNOWN_ARCH, await unknownArchGguf());
   await coil.convert(fixture("hf/mamba"), MAMBA, { outtype: "f32" });
 }, 60_000);
 
@@ -208,7 +210,7 @@ describe("coil generate", () => {
   it("missing file, unsupported architecture, bad option: one clear line, non-zero", () => {
     for (const [args, code] of [
       [["generate", "-m", "/no/such.gguf", "-p", "x"], 1],
-      [["generate", "-m", fixture("models/tiny-jamba.gguf"), "-p", "x"], 1],
+      [["generate", "-m", UNKNOWN_ARCH, "-p", "x"], 1],
       [["generate", "-m", MAMBA, "-p", "x", "--temp", "hot"], 2],
       [["generate", "-m", MAMBA], 2],
     ] as const) {

@@ -21,6 +21,15 @@ export const VOCABS = [
 ];
 export const MODELS = ["models/tiny-mamba.gguf", "models/tiny-mamba2.gguf", "models/tiny-jamba.gguf"];
 
+/** A GGUF of an architecture coil does not run ("llama"), with one tensor so it wants weights. */
+export async function unknownArchGguf(): Promise<Uint8Array> {
+  const { GgufBuilder } = await import("./gguf-builder.js");
+  return new GgufBuilder()
+    .kvString("general.architecture", "llama")
+    .tensor("token_embd.weight", [4, 4], 0, new Uint8Array(64))
+    .build();
+}
+
 /** Deterministic PRNG (SplitMix32-ish) so fuzz cases are reproducible from their seed. */
 export function rng(seed: number): () => number {
   let s = seed >>> 0;

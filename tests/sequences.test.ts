@@ -11,8 +11,8 @@ import { BACKENDS, coil, fixture, rng } from "./helpers.js";
 
 const MAMBA2 = fixture("models/tiny-mamba2.gguf");
 const MAMBA1 = fixture("models/tiny-mamba.gguf");
-/** The models the property test runs on (a Jamba fixture joins once hybrid inference lands). */
-const PROPERTY_MODELS = [MAMBA2];
+/** The models the property test runs on: Mamba-2 and the hybrid Jamba (KV cache + recurrent state). */
+const PROPERTY_MODELS = [MAMBA2, fixture("models/tiny-jamba.gguf")];
 
 /** Logits a fresh sequence gives for `add` after `history` (all rows). */
 async function fresh(model: coil.Model, history: number[], add: number[]): Promise<Float32Array> {

@@ -4,7 +4,8 @@
 
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { backendInfo, convert, inspectGguf, loadModel, quantize, CoilError, describeError } from "./node/index.js";
+import { backendInfo, convert, inspectGguf, loadModel, perplexity, quantize, CoilError, describeError } from "./node/index.js";
+import { readFile } from "node:fs/promises";
 import { ProgressBar } from "./cli/progress.js";
 import type { BackendChoice, GgufInfo } from "./node/index.js";
 import { formatInspect } from "./cli/format-inspect.js";
@@ -14,28 +15,57 @@ const DEFAULT_MODEL = fileURLToPath(new URL("../models/tiny-mamba.gguf", import.
 const USAGE = `coil — run Mamba, Mamba-2 and Jamba GGUF models
 
 Usage:
-  coil inspect [FILE.gguf] [--json] [--full] [--backend native|wasm]
-      Summarise a GGUF file (default: the built-in model, ${"models/tiny-mamba.gguf"}).
+  coil inspect [FILE.gguf] [--json] [--full] [--ctx-size N] [--kv-type f16|f32] [--backend native|wasm]
+      Summarise a GGUF file (default: the built-in model, ${"models/tiny-mamba.gguf"}), with the memory
+      a sequence needs: recurrent state, and for attention models KV per token and per sequence.
   coil tokenize [-m FILE.gguf] TEXT [--special] [--no-bos] [--json] [--backend native|wasm]
       Tokenize TEXT as llama.cpp would; --json prints {"tokens":[...],"pieces":[...]}.
-  coil eval -m FILE.gguf (--tokens 1,2,3 | --text "...") [--backend native|wasm] [--threads N] [--json]
+  coil eval -m FILE.gguf (--tokens 1,2,3 | --text "...") [--backend native|wasm] [--threads N]
+            [--kv-type f32|f16] [--ctx-size N] [--json]
       Evaluate one prompt from a fresh state; --json prints {"n_vocab","tokens","logits":[[...] per position]}.
-  coil bench -m FILE.gguf [-p 512] [-n 128] [--threads N] [--reps 3] [--backend ...] [--vs node-llama-cpp] [--json]
+      For exact comparisons the KV cache of attention layers is f32 here unless --kv-type f16.
+  coil bench -m FILE.gguf [-p 512] [-n 128] [--threads N] [--reps 3] [--kv-type f16|f32] [--ctx-size N]
+             [--backend ...] [--vs node-llama-cpp] [--json]
       Prompt processing and generation speed (tokens/s), optionally beside node-llama-cpp.
   coil convert DIR -o OUT.gguf [--outtype f16|f32|bf16|auto|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k] [--name NAME] [--json]
       Convert a Hugging Face checkpoint (Mamba, Falcon-Mamba, Mamba-2, Mamba-Codestral, Jamba) to GGUF.
   coil quantize IN.gguf OUT.gguf TYPE [--threads N] [--json]
       Quantize as llama-quantize does (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, ...).
   coil generate [-m FILE.gguf] (-p TEXT | --tokens 1,2,3) [-n N] [--temp T] [--top-k K] [--top-p P]
-                [--min-p P] [--seed S] [--stop STR]... [--backend ...] [--threads N] [--json]
+                [--min-p P] [--seed S] [--stop STR]... [--backend ...] [--threads N]
+                [--kv-type f16|f32] [--ctx-size N] [--json]
       Stream a completion (Ctrl-C stops cleanly); --json prints
       {"prompt_tokens","tokens","text","stop_reason"}.
   coil chat [-m FILE.gguf] [--system TEXT] [generation options]
       Chat interactively; the conversation's state is reused between turns.
+  coil perplexity [-m FILE.gguf] -f TEXT.txt [--ctx 512] [--backend ...] [--threads N] [--json]
+      Perplexity of a text by llama.cpp's method (windows of --ctx tokens from a fresh state, second
+      half of each scored); --json prints {"model","perplexity","tokens","windows"}.
   coil backend [--backend native|wasm] [--json]
       Show which engine runs and what SIMD it uses.
   coil --help | --version
+
+KV cache (attention layers of Jamba models): --kv-type f16 (default; eval: f32) or f32, and
+--ctx-size N tokens per sequence (default: the model's context length, capped at 4096). A sequence
+that would outgrow it stops with CONTEXT_FULL.
 `;
+
+function kvTypeOpt(v: string | undefined, dflt: "f16" | "f32"): "f16" | "f32" {
+  if (v === undefined) return dflt;
+  if (v === "f16" || v === "f32") return v;
+  throw new UsageError(`--kv-type must be f16 or f32, not "${v}"`);
+}
+
+const KV_OPTIONS = {
+  "kv-type": { type: "string" },
+  "ctx-size": { type: "string" },
+} as const;
+
+/** The context options of --kv-type / --ctx-size. */
+function kvOptions(values: Record<string, unknown>, dflt: "f16" | "f32"): { kvType: "f16" | "f32"; contextLength?: number } {
+  const v = values as Record<string, string | undefined>;
+  return { kvType: kvTypeOpt(v["kv-type"], dflt), contextLength: intOpt("ctx-size", v["ctx-size"], 1) };
+}
 
 class UsageError extends Error {}
 
@@ -53,6 +83,7 @@ async function cmdInspect(args: string[]): Promise<void> {
       json: { type: "boolean", default: false },
       full: { type: "boolean", default: false },
       backend: { type: "string" },
+      ...KV_OPTIONS,
     },
   });
   if (positionals.length > 1) throw new UsageError(`inspect takes one file, got ${positionals.length}`);
@@ -66,7 +97,7 @@ async function cmdInspect(args: string[]): Promise<void> {
     process.stdout.write(JSON.stringify({ file, ...info }) + "\n");
   } else {
     const b = await backendInfo({ backend });
-    process.stdout.write(formatInspect(file, info, b.backend));
+    process.stdout.write(formatInspect(file, info, b.backend, kvOptions(values, "f16")));
   }
 }
 
@@ -114,9 +145,11 @@ async function cmdEval(args: string[]): Promise<void> {
       backend: { type: "string" },
       threads: { type: "string" },
       json: { type: "boolean", default: false },
+      ...KV_OPTIONS,
     },
   });
   void positionals;
+  const kv = kvOptions(values, "f32");
   if ((values.tokens === undefined) === (values.text === undefined)) {
     throw new UsageError("eval needs exactly one of --tokens 1,2,3 or --text \"...\"");
   }
@@ -132,7 +165,7 @@ async function cmdEval(args: string[]): Promise<void> {
     tokens = model.tokenize(values.text!);
   }
   if (tokens.length === 0) throw new UsageError("nothing to evaluate: no tokens");
-  await using ctx = model.createContext({ threads: intOpt("threads", values.threads, 1) });
+  await using ctx = model.createContext({ threads: intOpt("threads", values.threads, 1), ...kv });
   const logits = await ctx.sequence(0).evaluate(tokens, { logits: "all" });
   const V = ctx.nVocab;
   const rows: number[][] = [];
@@ -161,6 +194,7 @@ async function cmdBench(args: string[]): Promise<void> {
       backend: { type: "string" },
       vs: { type: "string" },
       json: { type: "boolean", default: false },
+      ...KV_OPTIONS,
     },
   });
   if (values.vs !== undefined && values.vs !== "node-llama-cpp") throw new UsageError(`--vs supports node-llama-cpp, not "${values.vs}"`);
@@ -172,6 +206,7 @@ async function cmdBench(args: string[]): Promise<void> {
     threads: intOpt("threads", values.threads, 1),
     reps: intOpt("reps", values.reps, 1) ?? 3,
     backend: backendOpt(values.backend),
+    ...kvOptions(values, "f16"),
   };
   const coilRes = await benchCoil(opts);
   let peer;
@@ -292,6 +327,7 @@ const GEN_OPTIONS = {
   stop: { type: "string", multiple: true },
   backend: { type: "string" },
   threads: { type: "string" },
+  ...KV_OPTIONS,
 } as const;
 
 function genOptions(values: Record<string, string | string[] | boolean | undefined>) {
@@ -315,7 +351,7 @@ async function cmdGenerate(args: string[]): Promise<void> {
   if ((values.prompt === undefined) === (values.tokens === undefined)) throw new UsageError("generate needs exactly one of -p TEXT or --tokens 1,2,3");
   const opts = genOptions(values);
   await using model = await loadModel(values.model ?? DEFAULT_MODEL, { backend: backendOpt(values.backend) });
-  await using ctx = model.createContext({ threads: intOpt("threads", values.threads, 1) });
+  await using ctx = model.createContext({ threads: intOpt("threads", values.threads, 1), ...kvOptions(values, "f16") });
   const prompt =
     values.tokens !== undefined
       ? values.tokens.split(",").map((t) => {
@@ -340,7 +376,7 @@ async function cmdChat(args: string[]): Promise<void> {
   const { ChatSession } = await import("./core/chat.js");
   const opts = genOptions(values);
   await using model = await loadModel(values.model ?? DEFAULT_MODEL, { backend: backendOpt(values.backend) });
-  await using ctx = model.createContext({ threads: intOpt("threads", values.threads, 1) });
+  await using ctx = model.createContext({ threads: intOpt("threads", values.threads, 1), ...kvOptions(values, "f16") });
   const chat = new ChatSession(ctx.sequence(0), { system: values.system });
   const rl = createInterface({ input: process.stdin, terminal: process.stdin.isTTY === true });
   let turn: AbortController | undefined;
@@ -364,6 +400,43 @@ async function cmdChat(args: string[]): Promise<void> {
   } finally {
     rl.close();
     process.stdout.write("\n");
+  }
+}
+
+async function cmdPerplexity(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      model: { type: "string", short: "m" },
+      file: { type: "string", short: "f" },
+      ctx: { type: "string" },
+      backend: { type: "string" },
+      threads: { type: "string" },
+      json: { type: "boolean", default: false },
+    },
+  });
+  if (values.file === undefined) throw new UsageError("perplexity needs -f TEXT.txt");
+  const ctx = intOpt("ctx", values.ctx, 4) ?? 512;
+  const text = await readFile(values.file, "utf8");
+  const modelPath = values.model ?? DEFAULT_MODEL;
+  await using model = await loadModel(modelPath, { backend: backendOpt(values.backend) });
+  const c = abortOnSigint();
+  const bar = new ProgressBar("perplexity", (n) => `${n} windows`);
+  let r;
+  try {
+    r = await perplexity(model, text, {
+      ctx,
+      threads: intOpt("threads", values.threads, 1),
+      signal: c.signal,
+      onProgress: (p) => bar.update(p.window, p.windows, `ppl ${p.perplexity.toFixed(4)}`),
+    });
+  } finally {
+    bar.done();
+  }
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ model: modelPath, perplexity: r.perplexity, tokens: r.tokens, windows: r.windows }) + "\n");
+  } else {
+    process.stdout.write(`perplexity ${r.perplexity.toFixed(4)} over ${r.tokens} scored tokens (${r.windows} windows of ${r.ctx}; ${r.textTokens} tokens in the text)\n`);
   }
 }
 
@@ -421,6 +494,9 @@ async function main(argv: string[]): Promise<number> {
         return 0;
       case "bench":
         await cmdBench(rest);
+        return 0;
+      case "perplexity":
+        await cmdPerplexity(rest);
         return 0;
       default:
         throw new UsageError(`unknown command "${cmd}" (try coil --help)`);

@@ -88,6 +88,18 @@ try {
       isDeepStrictEqual(v, want)
         ? pass(`${r.name}: fork, truncate, save/load (native state too) as in native`)
         : fail(r.name, `${JSON.stringify(v)} vs native ${JSON.stringify(want)}`);
+    } else if (r.name === "worker jamba") {
+      const m = await coil.loadModel(join(ROOT, "tests/fixtures/models/tiny-jamba.gguf"), { backend: "native" });
+      const c = m.createContext({ contextLength: 20, kvType: "f32" });
+      const want = await c.sequence(0).evaluate([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], { logits: "all" });
+      const memory = c.memory;
+      await c.dispose();
+      m.dispose();
+      const v = r.value;
+      const close = v.logits.length === want.length && v.logits.every((x, i) => Math.abs(x - want[i]) <= 1e-5 * (1 + Math.abs(want[i])));
+      close && v.full.code === "CONTEXT_FULL" && v.full.isCoilError && v.position === 10 && isDeepStrictEqual(v.memory, memory)
+        ? pass(`${r.name}: logits as native, CONTEXT_FULL typed, memory accounting as native`)
+        : fail(r.name, JSON.stringify({ ...v, logits: v.logits.length }));
     } else if (r.name === "worker abort") {
       r.value.name === "AbortError" && r.value.code === "ABORTED" ? pass(r.name) : fail(r.name, JSON.stringify(r.value));
     } else if (r.name === "native is refused in a browser") {

@@ -14,6 +14,9 @@ export interface BenchOptions {
   threads?: number;
   backend?: BackendChoice;
   reps: number;
+  /** KV cache of attention layers (coil; llama.cpp uses f16). Default f16. */
+  kvType?: "f16" | "f32";
+  contextLength?: number;
 }
 
 export interface BenchResult {
@@ -44,7 +47,11 @@ const now = () => performance.now() / 1000;
 
 export async function benchCoil(o: BenchOptions): Promise<BenchResult> {
   await using model = await loadModel(o.model, { backend: o.backend });
-  await using ctx = model.createContext({ threads: o.threads });
+  await using ctx = model.createContext({
+    threads: o.threads,
+    kvType: o.kvType,
+    contextLength: o.contextLength ?? Math.max(o.pp + 16, o.tg + 16, 64),
+  });
   const prompt = benchTokens(o.pp, ctx.nVocab);
   const gen = benchTokens(o.tg, ctx.nVocab, 99);
   const seq = ctx.sequence(0);

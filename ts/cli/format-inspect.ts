@@ -34,7 +34,13 @@ function layerRuns(info: GgufInfo): string[] {
   return out;
 }
 
-export function formatInspect(file: string, info: GgufInfo, backend: string): string {
+/** Options of the readable summary: the KV accounting at another context length / type. */
+export interface InspectKvOptions {
+  contextLength?: number;
+  kvType?: "f16" | "f32";
+}
+
+export function formatInspect(file: string, info: GgufInfo, backend: string, kv: InspectKvOptions = {}): string {
   const s = info.summary;
   const rows: [string, string][] = [
     ["file", file],
@@ -66,7 +72,15 @@ export function formatInspect(file: string, info: GgufInfo, backend: string): st
     ]);
   }
   if (s.recurrent_state_bytes_per_sequence !== null) {
-    rows.push(["state per sequence", bytes(s.recurrent_state_bytes_per_sequence)]);
+    rows.push(["recurrent state per sequence", bytes(s.recurrent_state_bytes_per_sequence)]);
+  }
+  if (s.kv_cache) {
+    const k = s.kv_cache;
+    const type = kv.kvType ?? "f16";
+    const ctx = kv.contextLength ?? k.default_context_length;
+    const perTok = k.bytes_per_token[type];
+    rows.push(["kv cache per token", `${bytes(perTok)} (${type}; ${k.attention_layers} attention layers; f16 ${bytes(k.bytes_per_token.f16)}, f32 ${bytes(k.bytes_per_token.f32)})`]);
+    rows.push(["kv cache per sequence", `${bytes(Math.ceil(ctx / 32) * 32 * perTok)} at ${ctx} tokens (${type})`]);
   }
   if (s.unknown_type_ids.length) rows.push(["unknown types", s.unknown_type_ids.join(", ")]);
   rows.push(["inspected by", backend]);

@@ -9,7 +9,11 @@ export class ProgressBar {
   private readonly tty = process.stderr.isTTY === true;
   private shown = false;
 
-  constructor(private readonly label: string) {}
+  /** `unit` formats the done/total figures (default: megabytes). */
+  constructor(
+    private readonly label: string,
+    private readonly unit: (n: number) => string = mb,
+  ) {}
 
   update(done: number, total: number, detail = ""): void {
     if (!this.tty || total <= 0) return;
@@ -20,7 +24,7 @@ export class ProgressBar {
     const eta = frac > 0.01 ? Math.max(0, elapsed / frac - elapsed) : NaN;
     const etaText = Number.isFinite(eta) ? `ETA ${eta < 60 ? `${eta.toFixed(0)}s` : `${(eta / 60).toFixed(1)}m`}` : "";
     const cols = process.stderr.columns ?? 100;
-    const line = `${this.label} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ${mb(done)}/${mb(total)} ${etaText} ${detail}`;
+    const line = `${this.label} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ${this.unit(done)}/${this.unit(total)} ${etaText} ${detail}`;
     process.stderr.write(`\r${line.slice(0, cols - 1).padEnd(cols - 1)}`);
     this.shown = true;
   }

@@ -14,7 +14,7 @@
 import type { EngineContext, RunItemResult } from "./engine.js";
 import { KIND_EVAL_ALL, KIND_EVAL_LAST, KIND_EVAL_NONE, KIND_REUSE, KIND_STEP } from "./engine.js";
 import { CoilError, fromEngineError, InvalidArgumentError, throwIfAborted } from "./errors.js";
-import type { CheckpointOptions, EvaluateOptions, GenerateOptions, SaveStateOptions } from "./types.js";
+import type { CheckpointOptions, ContextMemory, EvaluateOptions, GenerateOptions, KvType, SaveStateOptions } from "./types.js";
 import { Generation, generateParams } from "./generate.js";
 import type { Model } from "./model.js";
 
@@ -347,6 +347,30 @@ export class Context {
   loadState(bytes: Uint8Array): void {
     if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError("loadState takes a Uint8Array");
     this.call((ec) => ec.loadContext(bytes));
+  }
+
+  /** What the context's memory costs: recurrent state per sequence, KV per token and per
+   *  sequence at the context length. */
+  get memory(): ContextMemory {
+    const j = JSON.parse(this.engine().memory()) as Record<string, number | string>;
+    return {
+      contextLength: j.context_length as number,
+      kvType: j.kv_type as KvType,
+      attentionLayers: j.attention_layers as number,
+      recurrentStateBytesPerSequence: j.recurrent_state_bytes_per_sequence as number,
+      kvBytesPerToken: j.kv_bytes_per_token as number,
+      kvBytesPerSequence: j.kv_bytes_per_sequence as number,
+    };
+  }
+
+  /** Tokens each sequence may hold in the KV cache (see `ContextOptions.contextLength`). */
+  get contextLength(): number {
+    return this.memory.contextLength;
+  }
+
+  /** The KV cache's element type. */
+  get kvType(): KvType {
+    return this.memory.kvType;
   }
 
   get disposed(): boolean {

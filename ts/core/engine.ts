@@ -39,7 +39,7 @@ export interface EngineModel {
   weightsPlan(): Float64Array;
   pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void;
   finishWeights(): void;
-  createContext(nSeqMax: number, nThreads: number): EngineContext;
+  createContext(nSeqMax: number, nThreads: number, nCtx: number, kvType: string): EngineContext;
   /** Frees the engine's memory for this model. */
   release(): void;
 }
@@ -85,6 +85,8 @@ export interface EngineContext {
   saveContext(history: boolean, checkpoints: boolean): Uint8Array;
   loadContext(bytes: Uint8Array): void;
   stateBytesPerSequence(): number;
+  /** Memory accounting JSON from the core. */
+  memory(): string;
   nVocab(): number;
   /** A generation on `seq` (params JSON: sampler, max_tokens, stop, ignore_eos); its id. */
   createGenerator(seq: number, params: string): number;
@@ -135,7 +137,7 @@ export interface BindingModel<C> {
   weightsPlan(): Float64Array;
   pushTensorBytes(tensorIndex: number, offset: number, bytes: Uint8Array): void;
   finishWeights(): void;
-  createContext(nSeqMax: number, nThreads: number): C;
+  createContext(nSeqMax: number, nThreads: number, nCtx: number, kvType: string): C;
 }
 
 export function wrapBindingModel<C>(m: BindingModel<C>, wrapContext: (c: C) => EngineContext, release: () => void): EngineModel {
@@ -151,7 +153,7 @@ export function wrapBindingModel<C>(m: BindingModel<C>, wrapContext: (c: C) => E
     weightsPlan: () => m.weightsPlan(),
     pushTensorBytes: (i, o, b) => m.pushTensorBytes(i, o, b),
     finishWeights: () => m.finishWeights(),
-    createContext: (n, t) => wrapContext(m.createContext(n, t)),
+    createContext: (n, t, c, k) => wrapContext(m.createContext(n, t, c, k)),
     release,
   };
 }

@@ -113,7 +113,13 @@ export class Model {
     if (!Number.isInteger(threads) || threads < 0 || threads > 1024) {
       throw new InvalidArgumentError(`threads must be a non-negative integer, got ${String(threads)}`);
     }
-    return new Context(this, this.#call((em) => em.createContext(n, threads)), n, options.checkpoints);
+    const nCtx = options.contextLength ?? 0;
+    if (!Number.isInteger(nCtx) || nCtx < 0 || nCtx > 0xffffffff || (options.contextLength !== undefined && nCtx === 0)) {
+      throw new InvalidArgumentError(`contextLength must be a positive integer, got ${String(options.contextLength)}`);
+    }
+    const kvType = options.kvType ?? "f16";
+    if (kvType !== "f16" && kvType !== "f32") throw new InvalidArgumentError(`kvType must be "f16" or "f32", got ${String(kvType)}`);
+    return new Context(this, this.#call((em) => em.createContext(n, threads, nCtx, kvType)), n, options.checkpoints);
   }
 
   /**
@@ -122,7 +128,7 @@ export class Model {
    * keep state between calls.
    */
   async complete(prompt: string | ArrayLike<number>, options: GenerateOptions & ContextOptions = {}): Promise<GenerationResult> {
-    const ctx = this.createContext({ threads: options.threads });
+    const ctx = this.createContext({ threads: options.threads, contextLength: options.contextLength, kvType: options.kvType });
     try {
       return await ctx.sequence(0).generate(prompt, options).complete();
     } finally {

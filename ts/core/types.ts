@@ -65,6 +65,14 @@ export interface GgufSummary {
   layers: GgufLayerInfo[];
   ssm: { d_conv: number; d_inner: number; d_state: number; dt_rank: number; n_group: number } | null;
   recurrent_state_bytes_per_sequence: number | null;
+  /** KV cache of the attention layers (Jamba); null for recurrent-only models. Per sequence: at
+   *  `default_context_length` (the model's context capped at 4096, in whole 32-token blocks). */
+  kv_cache: {
+    attention_layers: number;
+    bytes_per_token: { f16: number; f32: number };
+    default_context_length: number;
+    bytes_per_sequence: { f16: number; f32: number };
+  } | null;
 }
 
 /** Everything in a GGUF header, plus a summary. Identical from both backends. */
@@ -116,6 +124,31 @@ export interface ContextOptions {
   checkpoints?: CheckpointOptions;
   /** Threads for evaluation (native). Default: the physical cores. The wasm engine runs on one. */
   threads?: number;
+  /** Tokens each sequence may hold in the KV cache of attention layers (Jamba). Default: the
+   *  model's training context (`{arch}.context_length`), capped at 4096. A sequence that would
+   *  outgrow it fails with `CONTEXT_FULL` and is left as it was. Recurrent-only models (Mamba,
+   *  Mamba-2) have no KV cache and no bound. */
+  contextLength?: number;
+  /** Element type of the KV cache: "f16" (default; half the memory, moves logits by ~1e-2 on
+   *  small models) or "f32" (exact comparisons). */
+  kvType?: KvType;
+}
+
+export type KvType = "f16" | "f32";
+
+/** What a context's memory costs, per sequence. */
+export interface ContextMemory {
+  /** Tokens per sequence in the KV cache (the `contextLength` in effect). */
+  contextLength: number;
+  kvType: KvType;
+  /** Attention layers (each with a KV cache); 0 for recurrent-only models. */
+  attentionLayers: number;
+  /** Bytes of f32 recurrent state per sequence (whatever its length). */
+  recurrentStateBytesPerSequence: number;
+  /** Bytes of K and V per token, all attention layers. */
+  kvBytesPerToken: number;
+  /** Bytes of KV one sequence takes at the full context length (whole 32-token blocks; allocated as it grows). */
+  kvBytesPerSequence: number;
 }
 
 /** The automatic checkpoint policy of a context. */

@@ -36,6 +36,7 @@ interface WasmContext {
   saveContext(history: boolean, checkpoints: boolean): Uint8Array;
   loadContext(bytes: Uint8Array): void;
   stateBytesPerSequence(): number;
+  memory(): string;
   nVocab(): number;
   createGenerator(seq: number, params: string): number;
   endGenerator(id: number): string;
@@ -65,6 +66,7 @@ function wrapContext(c: WasmContext): EngineContext {
     saveContext: (h, k) => c.saveContext(h, k),
     loadContext: (b) => c.loadContext(b),
     stateBytesPerSequence: () => c.stateBytesPerSequence(),
+    memory: () => c.memory(),
     nVocab: () => c.nVocab(),
     createGenerator: (seq, params) => c.createGenerator(seq, params),
     endGenerator: async (id) => c.endGenerator(id),

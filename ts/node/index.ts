@@ -16,6 +16,7 @@ export * from "../core/errors.js";
 export { Model } from "../core/model.js";
 export { Context, Sequence, type BatchItem } from "../core/context.js";
 export { Generation } from "../core/generate.js";
+export { perplexity, type PerplexityOptions, type PerplexityResult } from "../core/perplexity.js";
 export { ChatSession, renderChat, type ChatMessage, type ChatOptions } from "../core/chat.js";
 export { convert, quantize } from "./jobs.js";
 export type { ConvertOptions, ConvertReport, QuantizeOptions, QuantizeReport, JobProgress } from "./jobs.js";

@@ -24,6 +24,7 @@ interface NativeContext {
   saveContext(history: boolean, checkpoints: boolean): Uint8Array;
   loadContext(bytes: Uint8Array): void;
   stateBytesPerSequence(): number;
+  memory(): string;
   nVocab(): number;
   createGenerator(seq: number, params: string): number;
   endGenerator(id: number): Promise<string>;
@@ -52,6 +53,7 @@ function wrapContext(c: NativeContext): EngineContext {
     saveContext: (h, k) => c.saveContext(h, k),
     loadContext: (b) => c.loadContext(b),
     stateBytesPerSequence: () => c.stateBytesPerSequence(),
+    memory: () => c.memory(),
     nVocab: () => c.nVocab(),
     createGenerator: (seq, params) => c.createGenerator(seq, params),
     endGenerator: (id) => c.endGenerator(id),

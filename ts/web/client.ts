@@ -6,6 +6,7 @@ import type {
   BackendInfo,
   BackendName,
   CommonOptions,
+  ContextMemory,
   ContextOptions,
   EvaluateOptions,
   GenerateOptions,
@@ -50,6 +51,10 @@ export interface RemoteSequence {
 export interface RemoteContext {
   readonly sequenceCount: number;
   readonly nVocab: number;
+  /** What the context's memory costs (as `Context.memory`). */
+  readonly memory: ContextMemory;
+  readonly contextLength: number;
+  readonly kvType: ContextMemory["kvType"];
   sequence(i?: number): RemoteSequence;
   saveState(options?: SaveStateOptions): Promise<Uint8Array>;
   loadState(bytes: Uint8Array): Promise<void>;
@@ -130,13 +135,16 @@ export function createWorkerClient(worker?: Worker): WorkerClient {
     return m;
   }
 
-  function remoteContext(c: { handle: number; sequences: number; nVocab: number }): RemoteContext {
+  function remoteContext(c: { handle: number; sequences: number; nVocab: number; memory: ContextMemory }): RemoteContext {
     const seqs: RemoteSequence[] = [];
     for (let i = 0; i < c.sequences; i++) seqs.push(remoteSequence(c.handle, i, (j) => seqs[j]!));
     const dispose = () => call(undefined, () => remote.disposeContext(c.handle));
     return {
       sequenceCount: c.sequences,
       nVocab: c.nVocab,
+      memory: c.memory,
+      contextLength: c.memory.contextLength,
+      kvType: c.memory.kvType,
       sequence: (i = 0) => {
         const s = seqs[i];
         if (!s) throw new CoilError("INVALID_ARGUMENT", `no sequence ${i}: this context has ${seqs.length}`);

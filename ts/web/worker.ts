@@ -76,7 +76,7 @@ const workerApi = {
       const c = model(h).createContext(o);
       const handle = nextHandle++;
       contexts.set(handle, c);
-      return { handle, sequences: c.sequenceCount, nVocab: c.nVocab };
+      return { handle, sequences: c.sequenceCount, nVocab: c.nVocab, memory: c.memory };
     }),
   disposeContext: (h: number) => wrap(async () => {
     await contexts.get(h)?.dispose();

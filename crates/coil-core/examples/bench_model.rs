@@ -1,12 +1,14 @@
-//! Prompt-processing and generation speed of a mamba / mamba2 model.
+//! Prompt-processing and generation speed of a mamba / mamba2 / jamba model.
 //!
 //! ```text
-//! cargo run --release -p coil-core --example bench_model -- --arch mamba|mamba2 [--pp 512] [--tg 128]
+//! cargo run --release -p coil-core --example bench_model -- --arch mamba|mamba2|jamba [--pp 512] [--tg 128]
 //!     [--threads N] [--type f16|f32|q8_0|q4_0|q4_k|...] [--reps 3] [--gguf FILE] [--write FILE] [--seqs 1]
-//!     [--vocab VOCAB.gguf]
+//!     [--vocab VOCAB.gguf] [--kv-type f16|f32]
 //! ```
 //! Without `--gguf`, builds a random-weight model of the mamba-130m shape (d_model 768, 24 layers,
-//! d_state 16) or the mamba2-130m shape (d_state 128, head_dim 64), writes it to a temporary GGUF
+//! d_state 16), the mamba2-130m shape (d_state 128, head_dim 64) or a small Jamba
+//! (`SynthSpec::jamba_bench`: d_model 1024, 8 layers, attention at 2 and 6, 8 experts top-2 on
+//! the odd layers, vocabulary 32000), writes it to a temporary GGUF
 //! (or to `--write FILE`, e.g. to run llama.cpp's `llama-bench` on the same file) and maps it.
 //! pp: one batch of `--pp` random tokens from an empty state (logits for the last token only),
 //! best of `--reps`. tg: `--tg` single-token steps (logits every step), best of `--reps`.
@@ -29,8 +31,9 @@ fn main() {
     let arch = match arg::<String>(&args, "--arch").as_deref().unwrap_or("mamba") {
         "mamba" => Arch::Mamba,
         "mamba2" => Arch::Mamba2,
+        "jamba" => Arch::Jamba,
         a => {
-            eprintln!("unknown --arch {a} (mamba | mamba2)");
+            eprintln!("unknown --arch {a} (mamba | mamba2 | jamba)");
             std::process::exit(2);
         }
     };
@@ -51,6 +54,7 @@ fn main() {
             let mut spec = match arch {
                 Arch::Mamba => SynthSpec::mamba_130m(),
                 Arch::Mamba2 => SynthSpec::mamba2_130m(),
+                Arch::Jamba => SynthSpec::jamba_bench(),
             };
             spec.matrix_type = ty;
             // `--vocab FILE.gguf`: take that file's tokenizer (llama.cpp-based peers refuse a
@@ -83,7 +87,7 @@ fn main() {
             };
             std::fs::write(&p, &bytes).expect("writing the model");
             eprintln!(
-                "built a random {}-130m-shaped model ({ty}, {:.0} MB) in {:.1} s: {}",
+                "built a random {}-bench-shaped model ({ty}, {:.0} MB) in {:.1} s: {}",
                 arch.name(),
                 bytes.len() as f64 / 1e6,
                 t0.elapsed().as_secs_f64(),
@@ -96,8 +100,14 @@ fn main() {
 
     let model = Arc::new(Model::open(&path).expect("loading the model"));
     let hp = model.hparams().unwrap().clone();
-    let mut ctx =
-        Context::new(model.clone(), ContextParams { n_seq_max: seqs, n_threads: threads, n_ubatch: 512 }).unwrap();
+    let kv_type = coil_core::context::KvType::parse(&arg::<String>(&args, "--kv-type").unwrap_or_else(|| "f16".into()))
+        .unwrap_or_else(|e| {
+            eprintln!("{}", e.message);
+            std::process::exit(2)
+        });
+    let n_ctx = (pp.max(tg) + 64) as u32;
+    let params = ContextParams { n_seq_max: seqs, n_threads: threads, n_ubatch: 512, n_ctx, kv_type };
+    let mut ctx = Context::new(model.clone(), params).unwrap();
     println!(
         "model: {} d_model {} layers {} d_inner {} d_state {} vocab {} | threads {} | isa {} | matmul {} | state {:.2} MiB/seq",
         hp.arch.name(),

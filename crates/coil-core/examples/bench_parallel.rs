@@ -13,7 +13,7 @@ fn main() {
     let threads: usize = args.get(2).map_or(2, |s| s.parse().unwrap());
     let steps: usize = args.get(3).map_or(32, |s| s.parse().unwrap());
     for n in [1u32, 2, 4, 8] {
-        let mut c = Context::new(model.clone(), ContextParams { n_seq_max: n, n_threads: threads, n_ubatch: 512 }).unwrap();
+        let mut c = Context::new(model.clone(), ContextParams { n_seq_max: n, n_threads: threads, n_ubatch: 512, ..ContextParams::default() }).unwrap();
         let step = |c: &mut Context, t: u32| {
             let mut b = Batch::new();
             for s in 0..n {

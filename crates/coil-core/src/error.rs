@@ -45,7 +45,8 @@ pub enum ErrorCode {
     StateInvalid,
     /// A saved state from a different model (architecture, shapes or metadata differ).
     StateModelMismatch,
-    /// No free sequence slot (fork) or no room left in a cache.
+    /// A sequence would outgrow the context length its KV cache was sized for (attention models).
+    /// Checked before any state changes: the sequence is left as it was.
     ContextFull,
     /// An operating-system I/O failure (open, map, read, write).
     Io,

@@ -16,7 +16,7 @@ use coil_core::util::SplitMix64;
 /// kernel shapes (vector tails, Mamba-2 with 128-state heads of 64, Falcon's dt/B/C norms).
 fn models() -> Vec<(String, Arc<Model>)> {
     let mut v = Vec::new();
-    for name in ["tiny-mamba.gguf", "tiny-mamba2.gguf"] {
+    for name in ["tiny-mamba.gguf", "tiny-mamba2.gguf", "tiny-jamba.gguf"] {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name);
         v.push((name.to_string(), Arc::new(Model::open(&p).unwrap())));
     }
@@ -36,14 +36,22 @@ fn models() -> Vec<(String, Arc<Model>)> {
     m3.d_state = 12;
     m3.matrix_type = GgmlType::Q8_0;
     m3.n_embd = 64;
-    for (n, s) in [("synth-mamba-falcon", m1), ("synth-mamba2-p64-n128", m2), ("synth-mamba2-tails-q8", m3)] {
+    // Jamba with KV heads of 2 and 4 (GQA groups of 2 and 1), head_dim 8 < a vector on AVX-512.
+    let mut m4 = SynthSpec::tiny(Arch::Jamba);
+    m4.matrix_type = GgmlType::Q8_0;
+    for (n, s) in [
+        ("synth-mamba-falcon", m1),
+        ("synth-mamba2-p64-n128", m2),
+        ("synth-mamba2-tails-q8", m3),
+        ("synth-jamba-q8", m4),
+    ] {
         v.push((n.to_string(), Arc::new(Model::from_gguf_bytes(&synth_gguf(&s).unwrap()).unwrap())));
     }
     v
 }
 
 fn ctx(m: &Arc<Model>, n_seq: u32, threads: usize, ubatch: usize) -> Context {
-    Context::new(m.clone(), ContextParams { n_seq_max: n_seq, n_threads: threads, n_ubatch: ubatch }).unwrap()
+    Context::new(m.clone(), ContextParams { n_seq_max: n_seq, n_threads: threads, n_ubatch: ubatch, ..ContextParams::default() }).unwrap()
 }
 
 fn tokens(rng: &mut SplitMix64, n: usize, n_vocab: usize) -> Vec<u32> {
@@ -272,10 +280,12 @@ fn state_size() {
         let hp = m.hparams().unwrap().clone();
         let c = ctx(&m, 3, 1, 512);
         let conv_dim = match hp.arch {
-            Arch::Mamba => hp.d_inner,
+            Arch::Mamba | Arch::Jamba => hp.d_inner,
             Arch::Mamba2 => hp.d_inner + 2 * hp.n_group * hp.d_state,
         };
-        let want = 4 * hp.n_layer * ((hp.d_conv - 1) * conv_dim + hp.d_state * hp.d_inner);
+        // Attention layers hold no recurrent state.
+        let n_rec = (0..hp.n_layer).filter(|&l| !hp.is_attention(l)).count();
+        let want = 4 * n_rec * ((hp.d_conv - 1) * conv_dim + hp.d_state * hp.d_inner);
         assert_eq!(c.state_bytes_per_sequence(), want as u64, "{name}");
         assert_eq!(c.state_snapshot(2).unwrap().len() * 4, want, "{name}");
     }

@@ -1,7 +1,8 @@
 //! Property tests of the sequence operations (issue 9): for random sequences of evaluate, fork,
 //! checkpoint, truncate, prompt reuse, save/restore (sequence and context), clear and batched
 //! evaluation of several sequences, every sequence's state and logits always equal those of a
-//! fresh sequence fed the same history — exactly (batching never changes results in coil).
+//! fresh sequence fed the same history — exactly (batching never changes results in coil) — on
+//! Mamba-1, Mamba-2 and the hybrid Jamba.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,13 +29,16 @@ fn models() -> Vec<(String, Arc<Model>)> {
     m3.n_embd = 64;
     vec![
         ("tiny-mamba2".into(), fixture("tiny-mamba2.gguf")),
+        // Hybrid: attention layers over the paged KV cache (rolled back exactly by position,
+        // shared block by block on fork) next to recurrent layers (rolled back via checkpoints).
+        ("tiny-jamba".into(), fixture("tiny-jamba.gguf")),
         ("tiny-mamba".into(), fixture("tiny-mamba.gguf")),
         ("synth-mamba2-g2".into(), Arc::new(Model::from_gguf_bytes(&synth_gguf(&m3).unwrap()).unwrap())),
     ]
 }
 
 fn ctx(m: &Arc<Model>, n: u32) -> Context {
-    Context::new(m.clone(), ContextParams { n_seq_max: n, n_threads: 2, n_ubatch: 64 }).unwrap()
+    Context::new(m.clone(), ContextParams { n_seq_max: n, n_threads: 2, n_ubatch: 64, ..ContextParams::default() }).unwrap()
 }
 
 /// State and all-token logits of a fresh sequence fed `h`.

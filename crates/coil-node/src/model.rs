@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use coil_core::context::{CheckpointPolicy, Context, ContextParams, SaveOptions};
+use coil_core::context::{CheckpointPolicy, Context, ContextParams, KvType, SaveOptions};
 use coil_core::generate::runner::{Item, Runner, Want, Work as RunWork};
 use coil_core::generate::GenerateParams;
 use coil_core::error::guard;
@@ -105,10 +105,12 @@ impl NativeModel {
         guard(|| m.finish_weights()).map_err(to_napi)
     }
 
+    /// `n_ctx` 0: the model's default context length; `kv_type` "f16" or "f32".
     #[napi]
-    pub fn create_context(&self, n_seq_max: u32, n_threads: u32) -> Result<NativeContext> {
+    pub fn create_context(&self, n_seq_max: u32, n_threads: u32, n_ctx: u32, kv_type: String) -> Result<NativeContext> {
         let m = self.model()?.clone();
-        let params = ContextParams { n_seq_max, n_threads: n_threads as usize, ..ContextParams::default() };
+        let kv_type = KvType::parse(&kv_type).map_err(to_napi)?;
+        let params = ContextParams { n_seq_max, n_threads: n_threads as usize, n_ctx, kv_type, ..ContextParams::default() };
         let ctx = guard(|| Context::new(m, params)).map_err(to_napi)?;
         let n_vocab = ctx.model().hparams().map(|h| h.n_vocab as u32).unwrap_or(0);
         Ok(NativeContext { inner: Some(Arc::new(Mutex::new(Runner::new(ctx)))), n_vocab })
@@ -312,6 +314,12 @@ impl NativeContext {
     #[napi]
     pub fn state_bytes_per_sequence(&self) -> Result<f64> {
         self.with(|r| Ok(r.context().state_bytes_per_sequence() as f64))
+    }
+
+    /// Memory accounting JSON (see `Context::memory_json`).
+    #[napi]
+    pub fn memory(&self) -> Result<String> {
+        self.with(|r| Ok(r.context().memory_json()))
     }
 
     #[napi]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use coil_core::context::{CheckpointPolicy, Context, ContextParams, SaveOptions};
+use coil_core::context::{CheckpointPolicy, Context, ContextParams, KvType, SaveOptions};
 use coil_core::generate::runner::{Item, Runner, Want, Work};
 use coil_core::generate::GenerateParams;
 use coil_core::gguf::GgufFile;
@@ -86,9 +86,11 @@ impl WasmModel {
         self.model_mut()?.finish_weights().map_err(to_js)
     }
 
+    /// `n_ctx` 0: the model's default context length; `kv_type` "f16" or "f32".
     #[wasm_bindgen(js_name = createContext)]
-    pub fn create_context(&self, n_seq_max: u32, n_threads: u32) -> Result<WasmContext, JsValue> {
-        let params = ContextParams { n_seq_max, n_threads: n_threads as usize, ..ContextParams::default() };
+    pub fn create_context(&self, n_seq_max: u32, n_threads: u32, n_ctx: u32, kv_type: &str) -> Result<WasmContext, JsValue> {
+        let kv_type = KvType::parse(kv_type).map_err(to_js)?;
+        let params = ContextParams { n_seq_max, n_threads: n_threads as usize, n_ctx, kv_type, ..ContextParams::default() };
         let ctx = Context::new(self.inner.clone(), params).map_err(to_js)?;
         Ok(WasmContext { inner: Runner::new(ctx), logits: Vec::new() })
     }
@@ -212,6 +214,11 @@ impl WasmContext {
     #[wasm_bindgen(js_name = stateBytesPerSequence)]
     pub fn state_bytes_per_sequence(&self) -> f64 {
         self.inner.context().state_bytes_per_sequence() as f64
+    }
+
+    /// Memory accounting JSON (see `Context::memory_json`).
+    pub fn memory(&self) -> String {
+        self.inner.context().memory_json()
     }
 
     #[wasm_bindgen(js_name = nVocab)]

@@ -1,8 +1,10 @@
-//! Evaluation contexts: recurrent state for several sequences, and batched evaluation.
+//! Evaluation contexts: recurrent state and KV cells for several sequences, and batched
+//! evaluation.
 //!
-//! A [`Context`] owns one recurrent-state slot per sequence id `0..n_seq_max` (per layer a conv
-//! state of (d_conv−1)·conv_dim floats and an SSM state of d_state·d_inner floats, all f32) and a
-//! position per sequence: how many tokens its state has absorbed. [`Context::evaluate`] runs a
+//! A [`Context`] owns a [`HybridMemory`]: one recurrent-state slot per sequence id `0..n_seq_max`
+//! (per recurrent layer a conv state of (d_conv−1)·conv_dim floats and an SSM state of
+//! d_state·d_inner floats, all f32), for attention models a paged KV cache (`kv`) of up to
+//! `n_ctx` tokens per sequence, and a position per sequence: how many tokens it has absorbed. [`Context::evaluate`] runs a
 //! [`Batch`] — tokens of any of the sequences, interleaved or not, of different lengths — and
 //! returns [`Logits`] for the tokens that asked for them, in batch order.
 //!
@@ -23,12 +25,29 @@ mod split;
 pub mod state_io;
 mod tree;
 
+pub mod kv;
+pub mod memory;
+
 use std::sync::Arc;
 
 use crate::error::{CoilError, ErrorCode, Result};
 use crate::model::compat::{physical_cores, ThreadPool};
-use crate::model::graph::{forward, Scratch, Segment, States};
-use crate::model::Model;
+use crate::model::graph::{forward, Scratch, Segment};
+use crate::model::{HParams, Model};
+pub use kv::{KvCache, KvType, BLOCK_TOKENS};
+pub use memory::HybridMemory;
+
+/// The context length used when none is asked for: the model's training context
+/// (`{arch}.context_length`), capped at 4096 tokens.
+pub const DEFAULT_CONTEXT_CAP: u32 = 4096;
+
+/// [`DEFAULT_CONTEXT_CAP`] applied to `hp`.
+pub fn default_context_length(hp: &HParams) -> u32 {
+    match hp.n_ctx_train {
+        0 => DEFAULT_CONTEXT_CAP,
+        n => (n as u64).min(DEFAULT_CONTEXT_CAP as u64) as u32,
+    }
+}
 
 pub use state_io::SaveOptions;
 pub use tree::CheckpointPolicy;
@@ -42,11 +61,17 @@ pub struct ContextParams {
     pub n_threads: usize,
     /// Most tokens processed together per step (activation memory grows with it). 0: 512.
     pub n_ubatch: usize,
+    /// Tokens each sequence may hold in the KV cache of attention layers (0: the model's
+    /// training context capped at 4096, see [`default_context_length`]). Recurrent-only models
+    /// have no KV cache and no bound.
+    pub n_ctx: u32,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
 }
 
 impl Default for ContextParams {
     fn default() -> Self {
-        ContextParams { n_seq_max: 1, n_threads: 0, n_ubatch: 512 }
+        ContextParams { n_seq_max: 1, n_threads: 0, n_ubatch: 512, n_ctx: 0, kv_type: KvType::F16 }
     }
 }
 
@@ -152,9 +177,7 @@ pub struct Context {
     model: Arc<Model>,
     params: ContextParams,
     pool: ThreadPool,
-    states: States,
-    /// Tokens absorbed per sequence (the position its next token must have).
-    pos: Vec<u32>,
+    mem: HybridMemory,
     scratch: Scratch,
     /// Token histories, checkpoints and copy-on-write forks of every slot (see `tree`).
     tree: tree::Tree,
@@ -186,11 +209,13 @@ impl Context {
             params.n_ubatch = 512;
         }
         params.n_ubatch = params.n_ubatch.min(1 << 16);
-        let states = States::new(&hp, params.n_seq_max as usize)?;
+        if params.n_ctx == 0 {
+            params.n_ctx = default_context_length(&hp);
+        }
+        let mem = HybridMemory::new(&hp, params.n_seq_max as usize, params.n_ctx as usize, params.kv_type)?;
         Ok(Context {
             pool: ThreadPool::new(params.n_threads),
-            states,
-            pos: vec![0; params.n_seq_max as usize],
+            mem,
             scratch: Scratch::default(),
             tree: tree::Tree::new(params.n_seq_max as usize),
             tokens: Vec::new(),
@@ -215,9 +240,53 @@ impl Context {
         self.pool.n_threads()
     }
 
-    /// Bytes of recurrent state each sequence owns (all layers, f32).
+    /// Bytes of recurrent state each sequence owns (all recurrent layers, f32).
     pub fn state_bytes_per_sequence(&self) -> u64 {
-        self.model.hparams().map_or(0, |hp| hp.state_bytes_per_sequence())
+        self.mem.recurrent_bytes_per_sequence()
+    }
+
+    /// Tokens per sequence the KV cache holds (see [`ContextParams::n_ctx`]).
+    pub fn n_ctx(&self) -> u32 {
+        self.params.n_ctx
+    }
+
+    pub fn kv_type(&self) -> KvType {
+        self.params.kv_type
+    }
+
+    /// Bytes of KV cache per token (0 for recurrent-only models).
+    pub fn kv_bytes_per_token(&self) -> u64 {
+        self.mem.kv_bytes_per_token()
+    }
+
+    /// Bytes of KV cache one sequence takes at the full context length.
+    pub fn kv_bytes_per_sequence(&self) -> u64 {
+        self.mem.kv_bytes_per_sequence()
+    }
+
+    /// The memory accounting as JSON: `{"context_length","kv_type","attention_layers",
+    /// "recurrent_state_bytes_per_sequence","kv_bytes_per_token","kv_bytes_per_sequence"}`.
+    pub fn memory_json(&self) -> String {
+        format!(
+            "{{\"context_length\":{},\"kv_type\":\"{}\",\"attention_layers\":{},\"recurrent_state_bytes_per_sequence\":{},\"kv_bytes_per_token\":{},\"kv_bytes_per_sequence\":{}}}",
+            self.params.n_ctx,
+            self.params.kv_type.name(),
+            self.mem.kv().map_or(0, |k| k.n_layers()),
+            self.state_bytes_per_sequence(),
+            self.kv_bytes_per_token(),
+            self.kv_bytes_per_sequence()
+        )
+    }
+
+    /// The sequences' memory (recurrent states and KV cells).
+    pub fn memory(&self) -> &HybridMemory {
+        &self.mem
+    }
+
+    /// Mutable access to the memory, for operations on whole sequences (fork, truncate,
+    /// save/load). Each of them is all-or-nothing.
+    pub fn memory_mut(&mut self) -> &mut HybridMemory {
+        &mut self.mem
     }
 
     fn check_seq(&self, seq: u32) -> Result<usize> {
@@ -232,33 +301,32 @@ impl Context {
 
     /// The position the next token of `seq` must have: the number of tokens its state holds.
     pub fn position(&self, seq: u32) -> Result<u32> {
-        Ok(self.pos[self.check_seq(seq)?])
+        self.check_seq(seq)?;
+        self.mem.position(seq)
     }
 
-    /// Resets `seq` to the empty state (position 0).
+    /// Resets `seq` to the empty state (position 0): recurrent state and KV cells.
     pub fn clear(&mut self, seq: u32) -> Result<()> {
         let s = self.check_seq(seq)?;
-        self.tree.reset(&mut self.states, s);
-        self.states.zero_slot(s);
-        self.pos[s] = 0;
-        Ok(())
+        self.tree.reset(&mut self.mem.rec, s);
+        self.mem.clear(seq)
     }
 
     /// Resets every sequence.
     pub fn clear_all(&mut self) {
-        self.states.conv.fill(0.0);
-        self.states.ssm.fill(0.0);
-        self.pos.fill(0);
+        self.mem.clear_all();
         let policy = self.tree.policy;
-        self.tree = tree::Tree::new(self.pos.len());
+        self.tree = tree::Tree::new(self.mem.n_seq());
         self.tree.policy = policy;
     }
 
-    /// A copy of `seq`'s recurrent state (conv states of every layer, then SSM states), for tests
-    /// and debugging.
+    /// A copy of `seq`'s recurrent state (conv states of every recurrent layer, then SSM
+    /// states), for tests and debugging.
     pub fn state_snapshot(&self, seq: u32) -> Result<Vec<f32>> {
         let s = self.check_seq(seq)?;
-        Ok(self.states.read_slot(self.tree.source(s)))
+        let mut v = Vec::new();
+        self.mem.rec.copy_slot(self.tree.source(s), &mut v);
+        Ok(v)
     }
 
     /// Evaluates `batch`; returns the logits of the tokens that asked, in batch order.
@@ -303,7 +371,9 @@ impl Context {
             }
         }
         // Next position per sequence as the batch advances (only touched sequences matter).
-        let mut next: Vec<u32> = self.pos.clone();
+        let n_seq = self.params.n_seq_max as usize;
+        let mut next: Vec<u32> = (0..n_seq as u32).map(|s| self.mem.position(s).unwrap_or(0)).collect();
+        let start_pos = next.clone();
         for (i, &s) in batch.seq.iter().enumerate() {
             let su = self.check_seq(s).map_err(|e| bad(format!("batch index {i}: {}", e.message)))?;
             let want = next[su];
@@ -318,6 +388,14 @@ impl Context {
             }
             next[su] = want.checked_add(1).ok_or_else(|| bad(format!("sequence {s}: position overflow")))?;
         }
+
+        // Room in the KV cache for every touched sequence (CONTEXT_FULL names the first that
+        // would overflow); reserving changes no observable state.
+        let per_seq: Vec<(u32, usize)> = (0..n_seq)
+            .filter(|&s| next[s] != start_pos[s])
+            .map(|s| (s as u32, (next[s] - start_pos[s]) as usize))
+            .collect();
+        self.mem.check_capacity_all(&per_seq)?;
 
         // ---- Regroup by sequence (stable), plan equal-length micro-batches. ----
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -357,19 +435,19 @@ impl Context {
 
         let ub = self.params.n_ubatch;
         let interval = self.tree.policy.interval;
-        let starts: Vec<u32> = groups.iter().map(|(s, _)| self.pos[*s]).collect();
+        let starts: Vec<u32> = groups.iter().map(|(s, _)| start_pos[*s]).collect();
         let lens: Vec<usize> = groups.iter().map(|(_, v)| v.len()).collect();
         let plan = split::split_equal(&starts, &lens, ub, interval);
         // Activation memory for the largest micro-batch, before any state changes.
         let biggest = plan.iter().map(|mb| mb.iter().map(|r| r.2).sum::<usize>()).max().unwrap_or(0);
         self.scratch.ensure(&w.hp, biggest, n_req.min(biggest))?;
+        self.mem.reserve(&per_seq)?;
         // Forks that share a touched slot's state get their own copy first (copy-on-write).
         for (s, _) in &groups {
-            self.tree.detach(&mut self.states, *s);
+            self.tree.detach(&mut self.mem.rec, *s);
         }
         let mut segs: Vec<Segment> = Vec::new();
         let mut outputs: Vec<(usize, usize)> = Vec::new();
-        let touched: Vec<usize> = groups.iter().map(|(s, _)| *s).collect();
         let result = (|| -> Result<()> {
             for mb in &plan {
                 self.tokens.clear();
@@ -377,7 +455,8 @@ impl Context {
                 outputs.clear();
                 for &(g, off, k) in mb {
                     let (slot, idx) = &groups[g];
-                    segs.push(Segment { slot: *slot, start: self.tokens.len(), len: k });
+                    let pos = (starts[g] as usize) + off;
+                    segs.push(Segment { slot: *slot, start: self.tokens.len(), len: k, pos });
                     for &bi in &idx[off..off + k] {
                         if row_of[bi] != u32::MAX {
                             outputs.push((self.tokens.len(), row_of[bi] as usize));
@@ -388,7 +467,8 @@ impl Context {
                 forward(
                     w,
                     &self.pool,
-                    &mut self.states,
+                    &mut self.mem.rec,
+                    self.mem.kv.as_mut(),
                     &mut self.scratch,
                     &self.tokens,
                     &segs,
@@ -399,7 +479,7 @@ impl Context {
                     for &(g, off, k) in mb {
                         let p = starts[g] + (off + k) as u32;
                         if p % interval == 0 {
-                            self.tree.snapshot(&self.states, groups[g].0, p);
+                            self.tree.snapshot(&self.mem.rec, groups[g].0, p);
                         }
                     }
                 }
@@ -408,24 +488,26 @@ impl Context {
         })();
         match result {
             Ok(()) => {
-                self.pos = next;
+                for &(s, _) in &per_seq {
+                    self.mem.commit(s, next[s as usize]);
+                }
                 for (slot, idx) in &groups {
                     let h = std::sync::Arc::make_mut(&mut self.tree.seqs[*slot].history);
                     h.extend(idx.iter().map(|&bi| batch.tokens[bi]));
                     if self.tree.policy.at_end && idx.len() > 1 {
-                        self.tree.snapshot(&self.states, *slot, self.pos[*slot]);
+                        self.tree.snapshot(&self.mem.rec, *slot, next[*slot]);
                     }
                 }
                 Ok(())
             }
             Err(e) => {
                 // Only an internal failure can get here (everything the caller controls was
-                // checked above). The touched sequences hold partial updates: reset them rather
-                // than leave them inconsistent with their positions.
-                for &s in &touched {
-                    self.tree.reset(&mut self.states, s);
-                    self.states.zero_slot(s);
-                    self.pos[s] = 0;
+                // checked above). The touched sequences hold partial updates in both halves
+                // (recurrent states advanced, KV cells written): reset both rather than leave
+                // them inconsistent with their positions; release every reservation.
+                for &(s, _) in &per_seq {
+                    self.tree.reset(&mut self.mem.rec, s as usize);
+                    let _ = self.mem.clear(s);
                 }
                 Err(CoilError::new(
                     ErrorCode::Internal,

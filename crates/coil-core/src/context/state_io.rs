@@ -162,11 +162,19 @@ fn identity(ctx: &Context) -> Result<Vec<u8>> {
         hp.n_head,
         hp.head_dim,
         hp.n_group,
-        ctx.states.conv_len,
-        ctx.states.ssm_len,
-        ctx.states.slot_len(),
+        ctx.mem.rec.conv_len,
+        ctx.mem.rec.ssm_len,
+        ctx.mem.rec.slot_len(),
     ] {
         b.extend_from_slice(&(v as u32).to_le_bytes());
+    }
+    // Hybrid models: the attention layers' K/V widths (recurrent-only models add nothing, so
+    // their identity is what version 1 always wrote).
+    if let Some(kv) = ctx.mem.kv() {
+        b.extend_from_slice(&(kv.kv_dims().len() as u32).to_le_bytes());
+        for &d in kv.kv_dims() {
+            b.extend_from_slice(&(d as u32).to_le_bytes());
+        }
     }
     b.extend_from_slice(&metadata_hash(&ctx.model).to_le_bytes());
     Ok(b)
@@ -233,11 +241,17 @@ impl Context {
     fn write_seq(&self, w: &mut Writer, s: usize, opts: SaveOptions, table: Option<&[Arc<Ckpt>]>) {
         let m = &self.tree.seqs[s];
         w.section(b"SLOT", |w| w.u32(s as u32));
-        w.section(b"POS\0", |w| w.u32(self.pos[s]));
+        w.section(b"POS\0", |w| w.u32(self.mem.position(s as u32).unwrap_or(0)));
         if opts.history {
             w.section(b"TOKS", |w| w.u32s(&m.history));
         }
-        w.section(b"RSTA", |w| w.f32s(&self.states.read_slot(self.tree.source(s))));
+        let mut st = Vec::new();
+        self.mem.rec.copy_slot(self.tree.source(s), &mut st);
+        w.section(b"RSTA", |w| w.f32s(&st));
+        if let Some(kv) = self.mem.kv() {
+            let cells = kv.serialize(s as u32);
+            w.section(b"KVCL", |w| w.0.extend_from_slice(&cells));
+        }
         if opts.checkpoints {
             match table {
                 None => {
@@ -280,7 +294,7 @@ impl Context {
         let id = identity(self)?;
         let mut w = Writer(Vec::new());
         header(&mut w, KIND_CONTEXT, opts, &id);
-        let n = self.pos.len();
+        let n = self.mem.n_seq();
         w.u32(n as u32);
         let (table, _) = self.tree.unique();
         if opts.checkpoints {
@@ -378,6 +392,8 @@ struct Parsed {
     state: Vec<f32>,
     ckpts: Vec<(u32, Vec<f32>)>,
     ckrefs: Vec<u32>,
+    /// The KV cells (hybrid models), as `KvCache::serialize` wrote them.
+    kv: Option<Vec<u8>>,
 }
 
 struct Header<'a> {
@@ -424,7 +440,7 @@ fn open<'a>(bytes: &'a [u8], want_id: &[u8]) -> Result<Header<'a>> {
 }
 
 fn parse_seq(r: &mut Reader, state_len: usize) -> Result<Parsed> {
-    let mut p = Parsed { slot: 0, pos: u32::MAX, history: None, state: Vec::new(), ckpts: Vec::new(), ckrefs: Vec::new() };
+    let mut p = Parsed { slot: 0, pos: u32::MAX, history: None, state: Vec::new(), ckpts: Vec::new(), ckrefs: Vec::new(), kv: None };
     let mut have_state = false;
     loop {
         let (tag, mut s) = r.section()?;
@@ -442,6 +458,10 @@ fn parse_seq(r: &mut Reader, state_len: usize) -> Result<Parsed> {
                 p.ckpts.push((pos, s.f32s(state_len, "a checkpoint")?));
             }
             b"CKRF" => p.ckrefs = s.u32s()?,
+            b"KVCL" => {
+                let rest = s.b.len() - s.at;
+                p.kv = Some(s.take(rest)?.to_vec());
+            }
             _ => return Err(invalid(format!("unknown section \"{}\" in a saved sequence", tag_name(&tag)))),
         }
         s.done(&tag_name(&tag))?;
@@ -459,6 +479,22 @@ fn parse_seq(r: &mut Reader, state_len: usize) -> Result<Parsed> {
 
 impl Context {
     fn check_parsed(&self, p: &Parsed, n_vocab: usize, table: &[(u32, Vec<f32>)]) -> Result<()> {
+        match (self.mem.kv(), &p.kv) {
+            (None, None) => {}
+            (Some(kv), Some(cells)) => {
+                if p.pos as usize > kv.n_ctx() {
+                    return Err(CoilError::new(
+                        ErrorCode::ContextFull,
+                        format!("the saved sequence holds {} tokens; this context's length is {}", p.pos, kv.n_ctx()),
+                    ));
+                }
+                if cells.len() != kv.serialized_len(p.pos as usize) {
+                    return Err(invalid(format!("the KV cells do not match the position {}", p.pos)));
+                }
+            }
+            (Some(_), None) => return Err(invalid("a saved sequence of a hybrid model lacks its KV cells")),
+            (None, Some(_)) => return Err(invalid("KV cells in a saved sequence of a recurrent-only model")),
+        }
         if let Some(h) = &p.history {
             if let Some(&t) = h.iter().find(|&&t| t as usize >= n_vocab && t != UNKNOWN_TOKEN) {
                 return Err(invalid(format!("saved history holds token {t}, outside the vocabulary")));
@@ -482,10 +518,14 @@ impl Context {
         Ok(())
     }
 
-    /// Replaces slot `s` with a parsed sequence (already validated).
-    fn apply(&mut self, s: usize, p: Parsed, table: &[Arc<Ckpt>]) {
-        self.tree.reset(&mut self.states, s);
-        self.states.write_slot(s, &p.state);
+    /// Replaces slot `s` with a parsed sequence (already validated). Only the KV cells can still
+    /// fail (the cache may have no free block): they go first, so a failure changes nothing.
+    fn apply(&mut self, s: usize, p: Parsed, table: &[Arc<Ckpt>]) -> Result<()> {
+        if let (Some(kv), Some(cells)) = (self.mem.kv.as_mut(), &p.kv) {
+            kv.deserialize(s as u32, cells)?;
+        }
+        self.tree.reset(&mut self.mem.rec, s);
+        self.mem.rec.set_slot(s, &p.state);
         let mut ckpts: Vec<Arc<Ckpt>> = p
             .ckpts
             .into_iter()
@@ -504,7 +544,8 @@ impl Context {
             }
         };
         self.tree.seqs[s] = SeqMeta { history: Arc::new(history), ckpts, alias: None };
-        self.pos[s] = p.pos;
+        self.mem.set_position(s, p.pos);
+        Ok(())
     }
 
     /// Restores sequence `seq` from `bytes` (a sequence save, from any slot). On any error —
@@ -517,11 +558,11 @@ impl Context {
         if h.kind != KIND_SEQUENCE {
             return Err(invalid("this is a whole-context state: load it into a context, not a sequence"));
         }
-        let p = parse_seq(&mut h.body, self.states.slot_len())?;
+        let p = parse_seq(&mut h.body, self.mem.rec.slot_len())?;
         h.body.done("saved sequence")?;
         let n_vocab = self.model.require_weights()?.hp.n_vocab;
         self.check_parsed(&p, n_vocab, &[])?;
-        self.apply(s, p, &[]);
+        self.apply(s, p, &[])?;
         self.tree.enforce_budget();
         Ok(())
     }
@@ -536,13 +577,13 @@ impl Context {
         }
         let r = &mut h.body;
         let n = r.u32()? as usize;
-        if n > self.pos.len() {
+        if n > self.mem.n_seq() {
             return Err(CoilError::new(
                 ErrorCode::InvalidArgument,
-                format!("the saved context has {n} sequences; this one holds {}", self.pos.len()),
+                format!("the saved context has {n} sequences; this one holds {}", self.mem.n_seq()),
             ));
         }
-        let state_len = self.states.slot_len();
+        let state_len = self.mem.rec.slot_len();
         let mut table: Vec<(u32, Vec<f32>)> = Vec::new();
         let mut seqs = Vec::new();
         for _ in 0..n {
@@ -573,14 +614,15 @@ impl Context {
         // Everything checked: apply.
         let shared: Vec<Arc<Ckpt>> =
             table.into_iter().map(|(pos, state)| Arc::new(Ckpt { pos, state, last_used: AtomicU64::new(0) })).collect();
-        for s in 0..self.pos.len() {
-            self.tree.reset(&mut self.states, s);
-            self.states.zero_slot(s);
-            self.pos[s] = 0;
+        for s in 0..self.mem.n_seq() {
+            self.tree.reset(&mut self.mem.rec, s);
+            self.mem.clear(s as u32)?;
         }
         for p in seqs {
             let s = p.slot as usize;
-            self.apply(s, p, &shared);
+            // (A hybrid cache out of free blocks can fail here, after the clear: an allocation
+            // failure, not something the bytes control.)
+            self.apply(s, p, &shared)?;
         }
         self.tree.enforce_budget();
         Ok(())

@@ -20,9 +20,10 @@
 //!   evaluation writes a slot, an alias is materialised from its source, and a source hands its
 //!   current state to the slots aliasing it. Token histories are shared (`Arc`) the same way.
 //!
-//! The KV cache of a hybrid model needs none of this — it rolls back exactly by position — so
-//! checkpoints hold recurrent state only; the sequence operations here are where the KV half
-//! (`truncate`, `fork`, `clear` of the paged cache) is applied alongside.
+//! The KV cache of a hybrid model needs none of this — it rolls back exactly by position and its
+//! blocks are shared copy-on-write by the cache itself — so checkpoints hold recurrent state only;
+//! the operations here apply the KV half alongside (`KvCache::truncate` to the restored position,
+//! `KvCache::fork`; `clear` goes through `HybridMemory::clear`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -82,62 +83,11 @@ pub(crate) struct Tree {
     tick: u64,
 }
 
-// ---- Slot access on the state arrays (layout: see `States`). ----
-
-impl States {
-    /// Layers the arrays hold (derived from their sizes so it holds for any layer mix).
-    fn layers(&self) -> usize {
-        if self.n_slot == 0 || self.conv_len == 0 {
-            return 0;
-        }
-        self.conv.len() / (self.n_slot * self.conv_len)
-    }
-
-    /// Floats of one slot's state (all layers).
-    pub(crate) fn slot_len(&self) -> usize {
-        self.layers() * (self.conv_len + self.ssm_len)
-    }
-
-    /// One slot's state: conv states of every layer, then SSM states (the `copy_slot` layout).
-    pub(crate) fn read_slot(&self, slot: usize) -> Vec<f32> {
-        let mut v = Vec::with_capacity(self.slot_len());
-        self.copy_slot(self.layers(), slot, &mut v);
-        v
-    }
-
-    /// Replaces one slot's state (`data` as `read_slot` returns it; the length is checked by the
-    /// callers).
-    pub(crate) fn write_slot(&mut self, slot: usize, data: &[f32]) {
-        let (n, cl, sl) = (self.layers(), self.conv_len, self.ssm_len);
-        debug_assert_eq!(data.len(), n * (cl + sl));
-        for l in 0..n {
-            let o = (l * self.n_slot + slot) * cl;
-            self.conv[o..o + cl].copy_from_slice(&data[l * cl..(l + 1) * cl]);
-        }
-        let base = n * cl;
-        for l in 0..n {
-            let o = (l * self.n_slot + slot) * sl;
-            self.ssm[o..o + sl].copy_from_slice(&data[base + l * sl..base + (l + 1) * sl]);
-        }
-    }
-
-    pub(crate) fn copy_slot_to(&mut self, src: usize, dst: usize) {
-        if src == dst {
-            return;
-        }
-        let (n, cl, sl) = (self.layers(), self.conv_len, self.ssm_len);
-        for l in 0..n {
-            let (a, b) = ((l * self.n_slot + src) * cl, (l * self.n_slot + dst) * cl);
-            self.conv.copy_within(a..a + cl, b);
-            let (a, b) = ((l * self.n_slot + src) * sl, (l * self.n_slot + dst) * sl);
-            self.ssm.copy_within(a..a + sl, b);
-        }
-    }
-
-    pub(crate) fn zero_slot(&mut self, slot: usize) {
-        let n = self.layers();
-        self.clear(n, slot);
-    }
+/// One slot's state in `States::copy_slot`'s layout.
+fn read_slot(st: &States, slot: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(st.slot_len());
+    st.copy_slot(slot, &mut v);
+    v
 }
 
 impl Tree {
@@ -161,7 +111,7 @@ impl Tree {
     /// and give the slots aliasing it their copy.
     pub fn detach(&mut self, st: &mut States, s: usize) {
         if let Some(src) = self.seqs[s].alias.take() {
-            st.copy_slot_to(src, s);
+            st.copy_between(src, s);
         }
         self.release_dependents(st, s);
     }
@@ -172,7 +122,7 @@ impl Tree {
             if self.seqs[y].alias == Some(s) {
                 match first {
                     None => {
-                        st.copy_slot_to(s, y);
+                        st.copy_between(s, y);
                         self.seqs[y].alias = None;
                         first = Some(y);
                     }
@@ -205,7 +155,7 @@ impl Tree {
             c.last_used.store(t, Ordering::Relaxed);
             return;
         }
-        let state = st.read_slot(self.seqs[s].alias.unwrap_or(s));
+        let state = read_slot(st, self.seqs[s].alias.unwrap_or(s));
         let c = Arc::new(Ckpt { pos, state, last_used: AtomicU64::new(t) });
         let list = &mut self.seqs[s].ckpts;
         let at = list.partition_point(|c| c.pos < pos);
@@ -283,9 +233,9 @@ impl Context {
     /// ones); returns the position.
     pub fn checkpoint(&mut self, seq: u32) -> Result<u32> {
         let s = self.check_seq(seq)?;
-        let p = self.pos[s];
+        let p = self.mem.position(seq)?;
         if p > 0 {
-            self.tree.snapshot(&self.states, s, p);
+            self.tree.snapshot(&self.mem.rec, s, p);
         }
         Ok(p)
     }
@@ -305,11 +255,16 @@ impl Context {
         if s == d {
             return Err(bad(format!("cannot fork sequence {src} onto itself")));
         }
-        self.tree.overwrite(&mut self.states, d);
+        self.tree.overwrite(&mut self.mem.rec, d);
         let root = self.tree.source(s);
         let meta = self.tree.seqs[s].clone();
         self.tree.seqs[d] = SeqMeta { alias: if root == d { None } else { Some(root) }, ..meta };
-        self.pos[d] = self.pos[s];
+        // The KV cells are shared block by block (copy-on-write in the cache itself).
+        if let Some(kv) = &mut self.mem.kv {
+            kv.fork(src, dst);
+        }
+        let p = self.mem.position(src)?;
+        self.mem.set_position(d, p);
         Ok(())
     }
 
@@ -317,7 +272,7 @@ impl Context {
     /// before `n` and re-evaluates the history tokens after it. Checkpoints past `n` are dropped.
     pub fn truncate(&mut self, seq: u32, n: u32) -> Result<()> {
         let s = self.check_seq(seq)?;
-        let p = self.pos[s];
+        let p = self.mem.position(seq)?;
         if n > p {
             return Err(bad(format!("cannot truncate sequence {seq} to {n}: it holds only {p} tokens")));
         }
@@ -345,23 +300,27 @@ impl Context {
     fn restore_at_or_before(&mut self, s: usize, n: u32) -> (u32, Arc<Vec<u32>>) {
         let old = self.tree.seqs[s].history.clone();
         let ck = self.tree.nearest(s, n);
-        self.tree.overwrite(&mut self.states, s);
+        self.tree.overwrite(&mut self.mem.rec, s);
         let from = match &ck {
             Some(c) => {
-                self.states.write_slot(s, &c.state);
+                self.mem.rec.set_slot(s, &c.state);
                 let t = self.tree.next_tick();
                 c.last_used.store(t, Ordering::Relaxed);
                 c.pos
             }
             None => {
-                self.states.zero_slot(s);
+                self.mem.rec.clear(s);
                 0
             }
         };
+        // The KV cells roll back exactly by position.
+        if let Some(kv) = &mut self.mem.kv {
+            kv.truncate(s as u32, from as usize).expect("from <= the sequence's length");
+        }
         let m = &mut self.tree.seqs[s];
         m.ckpts.retain(|c| c.pos <= from);
         Arc::make_mut(&mut m.history).truncate(from as usize);
-        self.pos[s] = from;
+        self.mem.set_position(s, from);
         (from, old)
     }
 
@@ -385,7 +344,7 @@ impl Context {
     pub fn rewind_for(&mut self, seq: u32, prompt: &[u32]) -> Result<u32> {
         let c = self.reuse_point(seq, prompt)?;
         let s = seq as usize;
-        if c < self.pos[s] {
+        if c < self.mem.position(seq)? {
             let (from, _) = self.restore_at_or_before(s, c);
             debug_assert_eq!(from, c);
         }

@@ -199,6 +199,32 @@ pub fn recurrent_state_bytes_per_sequence(file: &GgufFile) -> Option<u64> {
     per_layer.checked_mul(n_ssm)
 }
 
+/// KV cache accounting of a jamba file: `(attention layers, K+V values per token)`, from
+/// `attention.head_count`, `attention.head_count_kv` and `embedding_length` (head size
+/// `embedding_length / head_count`). `None` without attention layers or with absurd values.
+pub fn kv_values_per_token(file: &GgufFile) -> Option<(u64, u64)> {
+    let layers = layer_layout(file);
+    let n_attn = layers.iter().filter(|l| l.kind == "attention").count() as u64;
+    if n_attn == 0 {
+        return None;
+    }
+    let n_head = file.arch_get("attention.head_count").and_then(GgufValue::as_u64).filter(|&h| h > 0)?;
+    let d = file.arch_get("embedding_length").and_then(GgufValue::as_u64)?;
+    let hd = d / n_head;
+    let n = layers.len();
+    let kv: Vec<i64> = match file.arch_get("attention.head_count_kv") {
+        Some(GgufValue::Array(a)) => a.to_i64_vec()?,
+        Some(v) => vec![v.as_i64()?; n],
+        None => vec![n_head as i64; n],
+    };
+    let mut values = 0u64;
+    for l in layers.iter().filter(|l| l.kind == "attention") {
+        let h = u64::try_from(*kv.get(l.index as usize)?).ok()?;
+        values = values.checked_add(h.checked_mul(hd)?.checked_mul(2)?)?;
+    }
+    Some((n_attn, values))
+}
+
 /// The JSON description of `file` (see the module docs for the shape).
 pub fn inspect_json(file: &GgufFile, opts: &InspectOptions) -> String {
     let mut o = String::with_capacity(4096);
@@ -336,5 +362,26 @@ fn write_summary(o: &mut String, file: &GgufFile) {
     } else {
         o.push_str("null");
     }
-    write!(o, ",\"recurrent_state_bytes_per_sequence\":{}}}", opt_u64(recurrent_state_bytes_per_sequence(file))).ok();
+    write!(o, ",\"recurrent_state_bytes_per_sequence\":{}", opt_u64(recurrent_state_bytes_per_sequence(file))).ok();
+    // KV cache: bytes per token in f16 and f32, and per sequence at the default context length
+    // (the model's, capped at 4096; whole 32-token blocks), as a context would allocate it.
+    match kv_values_per_token(file) {
+        Some((n_attn, values)) => {
+            let ctx = match arch_u64("context_length") {
+                Some(0) | None => 4096,
+                Some(c) => c.min(4096),
+            };
+            let cells = ctx.div_ceil(32) * 32;
+            write!(
+                o,
+                ",\"kv_cache\":{{\"attention_layers\":{n_attn},\"bytes_per_token\":{{\"f16\":{},\"f32\":{}}},\"default_context_length\":{ctx},\"bytes_per_sequence\":{{\"f16\":{},\"f32\":{}}}}}}}",
+                values * 2,
+                values * 4,
+                values * 2 * cells,
+                values * 4 * cells
+            )
+            .ok();
+        }
+        None => o.push_str(",\"kv_cache\":null}"),
+    }
 }

@@ -4,6 +4,7 @@
 //! machine can run against the reference; `selfcheck` lets the JS test suites do the same on each
 //! target through the bindings.
 
+pub mod attn;
 pub mod conv;
 pub mod dot;
 pub mod matmul;
@@ -34,6 +35,7 @@ pub fn selfcheck() -> Vec<(&'static str, f32)> {
     norm::selfcheck(&mut out);
     conv::selfcheck(&mut out);
     ssm::selfcheck(&mut out);
+    attn::selfcheck(&mut out);
     matmul::selfcheck(&mut out);
     out
 }

@@ -140,6 +140,30 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     rms_norm_with(Isa::best(), x, w, eps, out)
 }
 
+/// Weighted RMS normalisation in place of `n_rows` segments `x[r*stride + off .. + w.len()]`
+/// (Jamba's dt, B and C norms inside the x_proj output rows).
+pub fn rms_norm_segments_weighted_inplace_with(
+    isa: Isa,
+    x: &mut [f32],
+    stride: usize,
+    off: usize,
+    w: &[f32],
+    n_rows: usize,
+    eps: f32,
+) {
+    let len = w.len();
+    if len == 0 || n_rows == 0 {
+        return;
+    }
+    assert!(off + len <= stride);
+    check_rows(x.len().saturating_sub(off), stride, n_rows, len, "rms_norm_segments");
+    // SAFETY: as in `rms_norm_segments_inplace_with`.
+    unsafe {
+        let p = x.as_mut_ptr().add(off);
+        rms_norm_rows_raw(isa, p, stride, p, stride, n_rows, len, w, 1, eps);
+    }
+}
+
 /// Weightless RMS normalisation in place of `n_rows` segments `x[r*stride + off .. + len]`
 /// (Falcon-Mamba's dt, B and C inside the x_proj output rows).
 pub fn rms_norm_segments_inplace_with(

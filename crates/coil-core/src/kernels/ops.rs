@@ -160,6 +160,8 @@ pub trait Vf32: Copy {
     unsafe fn splat(v: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
     unsafe fn store(self, p: *mut f32);
+    /// `LANES` IEEE half floats widened to f32 (exact; subnormals, infinities and NaN included).
+    unsafe fn load_f16(p: *const u16) -> Self;
     unsafe fn add(self, b: Self) -> Self;
     unsafe fn sub(self, b: Self) -> Self;
     unsafe fn mul(self, b: Self) -> Self;
@@ -268,6 +270,10 @@ impl Vf32 for Portable {
         Portable(*p)
     }
     #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> Self {
+        Portable(crate::quant::half::f16_to_f32(*p))
+    }
+    #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
         *p = self.0
     }
@@ -366,6 +372,10 @@ mod x86 {
             Avx2(_mm256_loadu_ps(p))
         }
         #[inline(always)]
+        unsafe fn load_f16(p: *const u16) -> Self {
+            Avx2(_mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)))
+        }
+        #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
             _mm256_storeu_ps(p, self.0)
         }
@@ -459,6 +469,10 @@ mod x86 {
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
             Avx512(_mm512_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const u16) -> Self {
+            Avx512(_mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)))
         }
         #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
@@ -564,6 +578,13 @@ mod arm {
             Neon(vld1q_f32(p))
         }
         #[inline(always)]
+        unsafe fn load_f16(p: *const u16) -> Self {
+            // Stable Rust has no f16 NEON conversion yet: widen lane by lane.
+            let h = crate::quant::half::f16_to_f32;
+            let v = [h(*p), h(*p.add(1)), h(*p.add(2)), h(*p.add(3))];
+            Neon(vld1q_f32(v.as_ptr()))
+        }
+        #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
             vst1q_f32(p, self.0)
         }
@@ -663,6 +684,19 @@ mod wasm {
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
             Simd128(v128_load(p as *const v128))
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const u16) -> Self {
+            // Exponent/mantissa shifted into f32 position and rescaled by 2^112 (exact for
+            // normals and subnormals); infinities and NaN get the all-ones exponent; sign last.
+            let h = u32x4_extend_low_u16x8(v128_load64_zero(p as *const u64));
+            let sign = i32x4_shl(v128_and(h, i32x4_splat(0x8000)), 16);
+            let em = v128_and(h, i32x4_splat(0x7fff));
+            let shifted = i32x4_shl(em, 13);
+            let mag = f32x4_mul(shifted, f32x4_splat(f32::from_bits(0x7780_0000)));
+            let special = v128_or(shifted, i32x4_splat(0x7f80_0000));
+            let r = v128_bitselect(special, mag, i32x4_gt(em, i32x4_splat(0x7bff)));
+            Simd128(v128_or(r, sign))
         }
         #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
@@ -770,7 +804,10 @@ impl Isa {
         let mut v = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c")
+            {
                 v.push(Isa::Avx2);
             }
             if std::is_x86_feature_detected!("avx512f") {
@@ -836,7 +873,7 @@ macro_rules! dispatch_body {
         #[allow(unused_imports)]
         use $crate::kernels::ops::*;
         #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
+        #[target_feature(enable = "avx2,fma,f16c")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn avx2($($arg: $ty),*) { $generic::<Avx2>($($arg),*) }
         #[cfg(target_arch = "x86_64")]
@@ -852,7 +889,13 @@ macro_rules! dispatch_body {
         unsafe fn simd128($($arg: $ty),*) { $generic::<Simd128>($($arg),*) }
         match $isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") => avx2($($arg),*),
+            Isa::Avx2
+                if std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                    && std::is_x86_feature_detected!("f16c") =>
+            {
+                avx2($($arg),*)
+            }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 if std::is_x86_feature_detected!("avx512f") => avx512($($arg),*),
             #[cfg(target_arch = "aarch64")]
@@ -1026,6 +1069,9 @@ pub(crate) mod names {
         CONV = "ssm_conv",
         SCAN1 = "ssm_scan_mamba1",
         SCAN2 = "ssm_scan_mamba2",
+        ATTN_F32 = "attention_f32",
+        ATTN_F16 = "attention_f16",
+        F16_WIDEN = "f16_widen",
     );
 }
 

@@ -12,7 +12,7 @@
 //!
 //! Both end in the same validated [`Weights`]: every tensor's shape checked against the
 //! hyperparameters (`BAD_TENSOR_SHAPE`, `MISSING_TENSOR`, `MISSING_KEY` naming the tensor or key),
-//! `UNKNOWN_ARCHITECTURE` for anything but `mamba` and `mamba2`.
+//! `UNKNOWN_ARCHITECTURE` for anything but `mamba`, `mamba2` and `jamba`.
 
 pub(crate) mod compat;
 pub mod graph;
@@ -27,7 +27,10 @@ use crate::gguf::GgufFile;
 use crate::tokenizer::{DetokenizeOptions, StreamDecoder, Tokenizer};
 
 pub use hparams::{Arch, HParams};
-pub use weights::{ArchWeights, Mamba2Layer, Mamba2Weights, MambaLayer, MambaWeights, Matrix, Weights};
+pub use weights::{
+    ArchWeights, AttnLayer, Ffn, JambaLayer, JambaMixer, JambaWeights, Mamba2Layer, Mamba2Weights, MambaLayer, MambaWeights,
+    Matrix, Weights,
+};
 
 pub struct Model {
     file: GgufFile,

@@ -33,6 +33,23 @@ pub struct SynthSpec {
     pub dt_b_c_rms: bool,
     pub eps: f32,
     pub seed: u64,
+    /// Jamba only: the attention/FFN part of the shape.
+    pub jamba: Option<JambaShape>,
+}
+
+/// The Jamba-specific part of a [`SynthSpec`]. The Mamba layers use the spec's SSM fields
+/// (Mamba-1, with dt/B/C norm weights).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JambaShape {
+    /// Attention query heads.
+    pub n_head: usize,
+    /// KV heads per layer (0: a Mamba layer).
+    pub n_head_kv: Vec<usize>,
+    /// Whether each layer's FFN is MoE.
+    pub moe: Vec<bool>,
+    pub n_ff: usize,
+    pub n_expert: usize,
+    pub n_expert_used: usize,
 }
 
 impl SynthSpec {
@@ -54,6 +71,7 @@ impl SynthSpec {
             dt_b_c_rms: false,
             eps: 1e-5,
             seed: 130,
+            jamba: None,
         }
     }
 
@@ -76,6 +94,39 @@ impl SynthSpec {
             dt_b_c_rms: false,
             eps: 1e-5,
             seed: 230,
+            jamba: None,
+        }
+    }
+
+    /// A Jamba of a realistic small shape for benchmarks: d_model 1024, 8 layers, attention
+    /// (8 heads of 128, 2 KV heads) at layers 2 and 6, 8 experts top-2 on the odd layers, n_ff
+    /// 2048, d_inner 2048, d_state 16, dt_rank 64, vocabulary 32000, untied output.
+    pub fn jamba_bench() -> SynthSpec {
+        let n_layer = 8;
+        SynthSpec {
+            arch: Arch::Jamba,
+            n_vocab: 32000,
+            n_embd: 1024,
+            n_layer,
+            d_inner: 2048,
+            d_state: 16,
+            d_conv: 4,
+            dt_rank: 64,
+            head_dim: 0,
+            n_group: 1,
+            matrix_type: GgmlType::F16,
+            tied: false,
+            dt_b_c_rms: false,
+            eps: 1e-6,
+            seed: 330,
+            jamba: Some(JambaShape {
+                n_head: 8,
+                n_head_kv: (0..n_layer).map(|i| if i == 2 || i == 6 { 2 } else { 0 }).collect(),
+                moe: (0..n_layer).map(|i| i % 2 == 1).collect(),
+                n_ff: 2048,
+                n_expert: 8,
+                n_expert_used: 2,
+            }),
         }
     }
 
@@ -84,6 +135,7 @@ impl SynthSpec {
         let mut s = match arch {
             Arch::Mamba => SynthSpec::mamba_130m(),
             Arch::Mamba2 => SynthSpec::mamba2_130m(),
+            Arch::Jamba => SynthSpec::jamba_bench(),
         };
         s.n_vocab = 96;
         s.n_embd = 32;
@@ -96,6 +148,17 @@ impl SynthSpec {
         s.matrix_type = GgmlType::F32;
         s.tied = false;
         s.seed = 7;
+        if arch == Arch::Jamba {
+            s.n_layer = 4;
+            s.jamba = Some(JambaShape {
+                n_head: 4,
+                n_head_kv: vec![0, 2, 0, 4],
+                moe: vec![false, true, false, true],
+                n_ff: 48,
+                n_expert: 4,
+                n_expert_used: 2,
+            });
+        }
         s
     }
 }
@@ -138,15 +201,32 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
     let u32v = |x: usize| GgufValue::U32(x as u32);
     w.add_metadata("general.architecture", GgufValue::String(a.into()));
     w.add_metadata("general.name", GgufValue::String(format!("synthetic {a}")));
-    w.add_metadata(format!("{a}.context_length"), u32v(1 << 20));
+    let jp = match (s.arch, &s.jamba) {
+        (Arch::Jamba, Some(j)) if j.n_head_kv.len() == s.n_layer && j.moe.len() == s.n_layer => Some(j),
+        (Arch::Jamba, _) => {
+            return Err(CoilError::new(ErrorCode::InvalidArgument, "synth: a jamba spec needs its per-layer shape"))
+        }
+        _ => None,
+    };
+    w.add_metadata(format!("{a}.context_length"), u32v(if jp.is_some() { 4096 } else { 1 << 20 }));
     w.add_metadata(format!("{a}.embedding_length"), u32v(d));
-    w.add_metadata(format!("{a}.feed_forward_length"), u32v(0));
-    w.add_metadata(format!("{a}.attention.head_count"), u32v(0));
+    w.add_metadata(format!("{a}.feed_forward_length"), u32v(jp.map_or(0, |j| j.n_ff)));
+    w.add_metadata(format!("{a}.attention.head_count"), u32v(jp.map_or(0, |j| j.n_head)));
+    if let Some(j) = jp {
+        let kv: Vec<i32> = j.n_head_kv.iter().map(|&x| x as i32).collect();
+        w.add_metadata(format!("{a}.attention.head_count_kv"), GgufValue::Array(crate::gguf::GgufArray::I32(kv)));
+        w.add_metadata(format!("{a}.expert_count"), u32v(j.n_expert));
+        w.add_metadata(format!("{a}.expert_used_count"), u32v(j.n_expert_used));
+    }
     w.add_metadata(format!("{a}.block_count"), u32v(s.n_layer));
     w.add_metadata(format!("{a}.ssm.conv_kernel"), u32v(k));
     w.add_metadata(format!("{a}.ssm.inner_size"), u32v(e));
     w.add_metadata(format!("{a}.ssm.state_size"), u32v(n));
     let (h, gr) = match s.arch {
+        Arch::Jamba => {
+            w.add_metadata(format!("{a}.ssm.time_step_rank"), u32v(s.dt_rank));
+            (e, 1)
+        }
         Arch::Mamba => {
             w.add_metadata(format!("{a}.ssm.time_step_rank"), u32v(s.dt_rank));
             w.add_metadata(format!("{a}.ssm.dt_b_c_rms"), GgufValue::Bool(s.dt_b_c_rms));
@@ -188,6 +268,7 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
         mat(&mut w, "output.weight".into(), s.n_vocab, d, 0.5)?;
     }
     let inv = |x: usize| 1.0 / (x as f32).sqrt();
+    let mut g3 = Gen(SplitMix64::new(s.seed ^ 0xe4e));
     for i in 0..s.n_layer {
         let b = |x: &str| format!("blk.{i}.{x}");
         f32t(&mut w, b("attn_norm.weight"), vec![d as u64], g2.range(d, 0.8, 1.2))?;
@@ -201,8 +282,18 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
                 })
                 .collect()
         };
+        let attn = jp.is_some_and(|j| j.n_head_kv[i] > 0);
         match s.arch {
-            Arch::Mamba => {
+            Arch::Jamba if attn => {
+                let j = jp.expect("jamba shape");
+                let hd = d / j.n_head;
+                let kvd = j.n_head_kv[i] * hd;
+                mat(&mut w, b("attn_q.weight"), d, d, inv(d))?;
+                mat(&mut w, b("attn_k.weight"), kvd, d, inv(d))?;
+                mat(&mut w, b("attn_v.weight"), kvd, d, inv(d))?;
+                mat(&mut w, b("attn_output.weight"), d, d, inv(d))?;
+            }
+            Arch::Mamba | Arch::Jamba => {
                 let r = s.dt_rank;
                 mat(&mut w, b("ssm_in.weight"), 2 * e, d, inv(d))?;
                 f32t(&mut w, b("ssm_conv1d.weight"), vec![k as u64, e as u64], g2.sym(k * e, 0.5))?;
@@ -216,6 +307,11 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
                 f32t(&mut w, b("ssm_a"), vec![n as u64, e as u64], av)?;
                 f32t(&mut w, b("ssm_d"), vec![e as u64], g2.range(e, 0.5, 1.5))?;
                 mat(&mut w, b("ssm_out.weight"), d, e, inv(e))?;
+                if s.arch == Arch::Jamba {
+                    f32t(&mut w, b("ssm_dt_norm.weight"), vec![r as u64], g2.range(r, 0.8, 1.2))?;
+                    f32t(&mut w, b("ssm_b_norm.weight"), vec![n as u64], g2.range(n, 0.8, 1.2))?;
+                    f32t(&mut w, b("ssm_c_norm.weight"), vec![n as u64], g2.range(n, 0.8, 1.2))?;
+                }
             }
             Arch::Mamba2 => {
                 let cd = e + 2 * gr * n;
@@ -229,6 +325,28 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
                 f32t(&mut w, b("ssm_d"), vec![1, h as u64], g2.range(h, 0.5, 1.5))?;
                 f32t(&mut w, b("ssm_norm.weight"), vec![(e / gr) as u64, gr as u64], g2.range(e, 0.8, 1.2))?;
                 mat(&mut w, b("ssm_out.weight"), d, e, inv(e))?;
+            }
+        }
+        if let Some(j) = jp {
+            let f = j.n_ff;
+            f32t(&mut w, b("ffn_norm.weight"), vec![d as u64], g2.range(d, 0.8, 1.2))?;
+            if j.moe[i] {
+                let x = j.n_expert;
+                // The router stays F32, as llama.cpp's converter and quantizer keep it.
+                f32t(&mut w, b("ffn_gate_inp.weight"), vec![d as u64, x as u64], g2.sym(d * x, inv(d)))?;
+                let mut stacked = |w: &mut GgufWriter, name: String, rows: usize, cols: usize, scale: f32| -> Result<()> {
+                    let v = g3.sym(rows * cols * x, scale);
+                    let ty = if (cols as u64).is_multiple_of(mt.block_size()) { mt } else { GgmlType::F16 };
+                    w.add_tensor(name, vec![cols as u64, rows as u64, x as u64], ty.id(), encode(ty, &v, cols)?)?;
+                    Ok(())
+                };
+                stacked(&mut w, b("ffn_gate_exps.weight"), f, d, inv(d))?;
+                stacked(&mut w, b("ffn_up_exps.weight"), f, d, inv(d))?;
+                stacked(&mut w, b("ffn_down_exps.weight"), d, f, inv(f))?;
+            } else {
+                mat(&mut w, b("ffn_gate.weight"), f, d, inv(d))?;
+                mat(&mut w, b("ffn_up.weight"), f, d, inv(d))?;
+                mat(&mut w, b("ffn_down.weight"), d, f, inv(f))?;
             }
         }
     }

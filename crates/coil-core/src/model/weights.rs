@@ -76,7 +76,19 @@ fn specs(hp: &HParams) -> Vec<Spec> {
         let b = |x: &str| format!("blk.{i}.{x}");
         add(b("attn_norm.weight"), vec![vec![d]], Kind::F32, true);
         match hp.arch {
-            Arch::Mamba => {
+            Arch::Jamba if hp.is_attention(i) => {
+                let q = (hp.n_head_attn * hp.attn_head_dim()) as u64;
+                let kvd = (hp.n_head_kv[i] * hp.attn_head_dim()) as u64;
+                add(b("attn_q.weight"), vec![vec![d, q]], Kind::Matrix, true);
+                add(b("attn_k.weight"), vec![vec![d, kvd]], Kind::Matrix, true);
+                add(b("attn_v.weight"), vec![vec![d, kvd]], Kind::Matrix, true);
+                add(b("attn_q.bias"), vec![vec![q]], Kind::F32, false);
+                add(b("attn_k.bias"), vec![vec![kvd]], Kind::F32, false);
+                add(b("attn_v.bias"), vec![vec![kvd]], Kind::F32, false);
+                add(b("attn_output.weight"), vec![vec![q, d]], Kind::Matrix, true);
+                add(b("attn_output.bias"), vec![vec![d]], Kind::F32, false);
+            }
+            Arch::Mamba | Arch::Jamba => {
                 let r = hp.dt_rank as u64;
                 add(b("ssm_in.weight"), vec![vec![d, 2 * e]], Kind::Matrix, true);
                 add(b("ssm_conv1d.weight"), vec![vec![k, e]], Kind::F32, true);
@@ -87,6 +99,11 @@ fn specs(hp: &HParams) -> Vec<Spec> {
                 add(b("ssm_a"), vec![vec![n, e]], Kind::F32, true);
                 add(b("ssm_d"), vec![vec![e]], Kind::F32, true);
                 add(b("ssm_out.weight"), vec![vec![e, d]], Kind::Matrix, true);
+                if hp.arch == Arch::Jamba {
+                    add(b("ssm_dt_norm.weight"), vec![vec![r]], Kind::F32, false);
+                    add(b("ssm_b_norm.weight"), vec![vec![n]], Kind::F32, false);
+                    add(b("ssm_c_norm.weight"), vec![vec![n]], Kind::F32, false);
+                }
             }
             Arch::Mamba2 => {
                 let (h, g) = (hp.n_head as u64, hp.n_group as u64);
@@ -101,8 +118,27 @@ fn specs(hp: &HParams) -> Vec<Spec> {
                 add(b("ssm_out.weight"), vec![vec![e, d]], Kind::Matrix, true);
             }
         }
+        if hp.arch == Arch::Jamba {
+            let (f, x) = (hp.n_ff as u64, hp.n_expert as u64);
+            add(b("ffn_norm.weight"), vec![vec![d]], Kind::F32, true);
+            if hp.moe[i] {
+                add(b("ffn_gate_inp.weight"), vec![vec![d, x]], Kind::Matrix, true);
+                add(b("ffn_gate_exps.weight"), vec![vec![d, f, x]], Kind::Matrix, true);
+                add(b("ffn_up_exps.weight"), vec![vec![d, f, x]], Kind::Matrix, true);
+                add(b("ffn_down_exps.weight"), vec![vec![f, d, x]], Kind::Matrix, true);
+            } else {
+                add(b("ffn_gate.weight"), vec![vec![d, f]], Kind::Matrix, true);
+                add(b("ffn_up.weight"), vec![vec![d, f]], Kind::Matrix, true);
+                add(b("ffn_down.weight"), vec![vec![f, d]], Kind::Matrix, true);
+            }
+        }
     }
     s
+}
+
+/// The layer index in a `blk.{i}.` tensor name (0 for others).
+fn layer_of(name: &str) -> usize {
+    name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|i| i.parse().ok()).unwrap_or(0)
 }
 
 /// What a model needs from its file: hyperparameters and the tensors, all checked.
@@ -165,6 +201,14 @@ impl Plan {
                         match hp.arch {
                             Arch::Mamba => format!(", dt_rank {}", hp.dt_rank),
                             Arch::Mamba2 => format!(", {} heads, {} groups", hp.n_head, hp.n_group),
+                            Arch::Jamba => format!(
+                                ", dt_rank {}, {} attention heads, head_count_kv {}, n_ff {}, {} experts",
+                                hp.dt_rank,
+                                hp.n_head_attn,
+                                hp.n_head_kv.get(layer_of(&spec.name)).copied().unwrap_or(0),
+                                hp.n_ff,
+                                hp.n_expert
+                            ),
                         }
                     ),
                 ));
@@ -312,6 +356,47 @@ pub struct MambaLayer {
     pub a: Vec<f32>,
     pub d: Vec<f32>,
     pub ssm_out: Matrix,
+    /// Jamba: RMS norm weights on dt_r (`[R]`), B and C (`[N]`), when the file has them.
+    pub dt_norm: Option<Vec<f32>>,
+    pub b_norm: Option<Vec<f32>>,
+    pub c_norm: Option<Vec<f32>>,
+}
+
+/// A Jamba attention mixer (no RoPE, grouped-query).
+pub struct AttnLayer {
+    pub wq: Matrix,
+    pub wk: Matrix,
+    pub wv: Matrix,
+    pub wo: Matrix,
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub bo: Option<Vec<f32>>,
+    pub n_head_kv: usize,
+}
+
+pub enum JambaMixer {
+    Mamba(MambaLayer),
+    Attention(AttnLayer),
+}
+
+/// A SwiGLU FFN: `down(silu(gate·x) ⊙ up·x)`, dense or as `n_expert` stacked experts behind a
+/// softmax router (`router`: `n_expert` rows of D; the experts' matrices hold `n_expert` blocks
+/// of rows, expert `x` at rows `x·n_rows_per_expert..`).
+pub enum Ffn {
+    Dense { gate: Matrix, up: Matrix, down: Matrix },
+    Moe { router: Matrix, gate: Matrix, up: Matrix, down: Matrix },
+}
+
+pub struct JambaLayer {
+    pub attn_norm: Vec<f32>,
+    pub mixer: JambaMixer,
+    pub ffn_norm: Vec<f32>,
+    pub ffn: Ffn,
+}
+
+pub struct JambaWeights {
+    pub layers: Vec<JambaLayer>,
 }
 
 pub struct Mamba2Layer {
@@ -341,6 +426,7 @@ pub struct Mamba2Weights {
 pub enum ArchWeights {
     Mamba(MambaWeights),
     Mamba2(Mamba2Weights),
+    Jamba(JambaWeights),
 }
 
 /// Validated weights of a model.
@@ -390,32 +476,77 @@ impl Weights {
             None => (token_embd, true),
         };
         let (e, n, k) = (hp.d_inner, hp.d_state, hp.d_conv);
+        let mamba_layer = |i: usize| -> Result<MambaLayer> {
+            let b = |x: &str| format!("blk.{i}.{x}");
+            let a_g = req(&b("ssm_a"))?;
+            let mut a = vec![0f32; n * e];
+            for ei in 0..e {
+                for ni in 0..n {
+                    a[ni * e + ei] = a_g[ei * n + ni];
+                }
+            }
+            Ok(MambaLayer {
+                attn_norm: req(&b("attn_norm.weight"))?,
+                ssm_in: mat(&b("ssm_in.weight"))?,
+                conv_w: crate::kernels::conv::transpose_conv_weights(&req(&b("ssm_conv1d.weight"))?, e, k),
+                conv_b: f32s(&b("ssm_conv1d.bias")),
+                ssm_x: mat(&b("ssm_x.weight"))?,
+                ssm_dt: mat(&b("ssm_dt.weight"))?,
+                dt_bias: f32s(&b("ssm_dt.bias")),
+                a,
+                d: req(&b("ssm_d"))?,
+                ssm_out: mat(&b("ssm_out.weight"))?,
+                dt_norm: f32s(&b("ssm_dt_norm.weight")),
+                b_norm: f32s(&b("ssm_b_norm.weight")),
+                c_norm: f32s(&b("ssm_c_norm.weight")),
+            })
+        };
         let arch = match hp.arch {
             Arch::Mamba => {
+                let layers = (0..hp.n_layer).map(mamba_layer).collect::<Result<Vec<_>>>()?;
+                ArchWeights::Mamba(MambaWeights { layers })
+            }
+            Arch::Jamba => {
                 let mut layers = Vec::with_capacity(hp.n_layer);
                 for i in 0..hp.n_layer {
                     let b = |x: &str| format!("blk.{i}.{x}");
-                    let a_g = req(&b("ssm_a"))?;
-                    let mut a = vec![0f32; n * e];
-                    for ei in 0..e {
-                        for ni in 0..n {
-                            a[ni * e + ei] = a_g[ei * n + ni];
+                    let mixer = if hp.is_attention(i) {
+                        JambaMixer::Attention(AttnLayer {
+                            wq: mat(&b("attn_q.weight"))?,
+                            wk: mat(&b("attn_k.weight"))?,
+                            wv: mat(&b("attn_v.weight"))?,
+                            wo: mat(&b("attn_output.weight"))?,
+                            bq: f32s(&b("attn_q.bias")),
+                            bk: f32s(&b("attn_k.bias")),
+                            bv: f32s(&b("attn_v.bias")),
+                            bo: f32s(&b("attn_output.bias")),
+                            n_head_kv: hp.n_head_kv[i],
+                        })
+                    } else {
+                        JambaMixer::Mamba(mamba_layer(i)?)
+                    };
+                    let ffn = if hp.moe[i] {
+                        Ffn::Moe {
+                            router: mat(&b("ffn_gate_inp.weight"))?,
+                            gate: mat(&b("ffn_gate_exps.weight"))?,
+                            up: mat(&b("ffn_up_exps.weight"))?,
+                            down: mat(&b("ffn_down_exps.weight"))?,
                         }
-                    }
-                    layers.push(MambaLayer {
+                    } else {
+                        Ffn::Dense {
+                            gate: mat(&b("ffn_gate.weight"))?,
+                            up: mat(&b("ffn_up.weight"))?,
+                            down: mat(&b("ffn_down.weight"))?,
+                        }
+                    };
+                    layers.push(JambaLayer {
                         attn_norm: req(&b("attn_norm.weight"))?,
-                        ssm_in: mat(&b("ssm_in.weight"))?,
-                        conv_w: crate::kernels::conv::transpose_conv_weights(&req(&b("ssm_conv1d.weight"))?, e, k),
-                        conv_b: f32s(&b("ssm_conv1d.bias")),
-                        ssm_x: mat(&b("ssm_x.weight"))?,
-                        ssm_dt: mat(&b("ssm_dt.weight"))?,
-                        dt_bias: f32s(&b("ssm_dt.bias")),
-                        a,
-                        d: req(&b("ssm_d"))?,
-                        ssm_out: mat(&b("ssm_out.weight"))?,
+                        mixer,
+                        ffn_norm: req(&b("ffn_norm.weight"))?,
+                        ffn,
                     });
                 }
-                ArchWeights::Mamba(MambaWeights { layers })
+                ArchWeights::Jamba(JambaWeights { layers })
             }
             Arch::Mamba2 => {
                 let cd = hp.conv_dim();
@@ -451,6 +582,26 @@ impl Weights {
                 for l in &w.layers {
                     total += v(&l.attn_norm) + m(&l.ssm_in) + v(&l.conv_w) + o(&l.conv_b) + m(&l.ssm_x) + m(&l.ssm_dt);
                     total += o(&l.dt_bias) + v(&l.a) + v(&l.d) + m(&l.ssm_out);
+                }
+            }
+            ArchWeights::Jamba(w) => {
+                for l in &w.layers {
+                    total += v(&l.attn_norm) + v(&l.ffn_norm);
+                    match &l.mixer {
+                        JambaMixer::Mamba(l) => {
+                            total += m(&l.ssm_in) + v(&l.conv_w) + o(&l.conv_b) + m(&l.ssm_x) + m(&l.ssm_dt);
+                            total += o(&l.dt_bias) + v(&l.a) + v(&l.d) + m(&l.ssm_out);
+                            total += o(&l.dt_norm) + o(&l.b_norm) + o(&l.c_norm);
+                        }
+                        JambaMixer::Attention(a) => {
+                            total += m(&a.wq) + m(&a.wk) + m(&a.wv) + m(&a.wo);
+                            total += o(&a.bq) + o(&a.bk) + o(&a.bv) + o(&a.bo);
+                        }
+                    }
+                    match &l.ffn {
+                        Ffn::Dense { gate, up, down } => total += m(gate) + m(up) + m(down),
+                        Ffn::Moe { router, gate, up, down } => total += m(router) + m(gate) + m(up) + m(down),
+                    }
                 }
             }
             ArchWeights::Mamba2(w) => {
