@@ -18,24 +18,37 @@ export declare class JobHandle {
 }
 
 export declare class NativeContext {
-  /** Evaluates a batch off the JS thread: logits (f32) for tokens whose flag is set, in order. */
-  evaluate(tokens: Uint32Array, seqs: Uint32Array, logits: Uint8Array): Promise<Float32Array>
+  /** Runs evaluations and generation steps of several sequences as one batch, off the JS thread. */
+  run(seqs: Uint32Array, kinds: Uint8Array, gens: Uint32Array, lens: Uint32Array, tokens: Uint32Array): Promise<RunResult>
   position(seq: number): number
   clear(seq: number): void
+  fork(src: number, dst: number): void
+  /**
+   * Prompt reuse: rolls `seq` back to the longest prefix of `tokens` (the whole sequence from
+   * position 0) it holds or can restore without evaluating; returns that length.
+   */
+  rewind(seq: number, tokens: Uint32Array): number
+  checkpoint(seq: number): number
+  history(seq: number): Uint32Array
+  checkpoints(seq: number): Uint32Array
+  checkpointBytes(): number
+  setCheckpointPolicy(interval: number, atEnd: boolean, budgetBytes: number): void
+  /** Rolls `seq` back to `n` tokens (may re-evaluate a few), off the JS thread. */
+  truncate(seq: number, n: number): Promise<void>
+  saveState(seq: number, history: boolean, checkpoints: boolean): Uint8Array
+  loadState(seq: number, bytes: Uint8Array): void
+  saveContext(history: boolean, checkpoints: boolean): Uint8Array
+  loadContext(bytes: Uint8Array): void
   stateBytesPerSequence(): number
   /** Memory accounting JSON (see `Context::memory_json`). */
   memory(): string
   nVocab(): number
-  /** A generator for sequence `seq`; `params` is the core's GenerateParams JSON. */
-  createGenerator(seq: number, params: string): NativeGenerator
+  /** A generation on sequence `seq` (`params`: the core's GenerateParams JSON); returns its id. */
+  createGenerator(seq: number, params: string): number
+  releaseGenerator(id: number): void
+  /** Ends generation `id`: feeds its last token, returns the text still held back. */
+  endGenerator(id: number): Promise<string>
   dispose(): void
-}
-
-export declare class NativeGenerator {
-  /** Feeds `feed` and samples the next token off the JS thread: JSON `{"token","text","stop"}`. */
-  step(feed: Uint32Array): Promise<string>
-  /** Feeds the last sampled token and returns the text still held back. */
-  end(): Promise<string>
 }
 
 export declare class NativeModel {
@@ -96,3 +109,9 @@ export declare function loadModelFile(path: string, vocabOnly: boolean, signal?:
 
 /** Quantizes a GGUF file; resolves to the report (JSON). */
 export declare function quantizeFile(input: string, output: string, target: string, threads: number, handle: JobHandle): Promise<string>
+
+/** What `run` resolves to: the evaluation items' logits and per-item results (JSON). */
+export interface RunResult {
+  logits: Float32Array
+  results: string
+}

@@ -773,10 +773,9 @@ if (
   }
 }
 
-const { JobHandle, NativeContext, NativeGenerator, NativeModel, convertCheckpoint, cpuFeatures, engineVersion, inspectBytes, inspectFile, kernelSelfcheck, loadModelBytes, loadModelFile, quantizeFile } = nativeBinding
+const { JobHandle, NativeContext, NativeModel, convertCheckpoint, cpuFeatures, engineVersion, inspectBytes, inspectFile, kernelSelfcheck, loadModelBytes, loadModelFile, quantizeFile } = nativeBinding
 export { JobHandle }
 export { NativeContext }
-export { NativeGenerator }
 export { NativeModel }
 export { convertCheckpoint }
 export { cpuFeatures }

@@ -34,7 +34,32 @@ try {
       "--no-first-run",
     ],
   });
+  // The native side of "worker sequence operations" (see index.html).
+  const seqNative = await (async () => {
+    const m = await coil.loadModel(join(ROOT, "tests/fixtures/models/tiny-mamba2.gguf"), { backend: "native" });
+    const ctx = m.createContext({ sequences: 3 });
+    const greedy = { temperature: 0, maxTokens: 8 };
+    const a = ctx.sequence(0);
+    await a.evaluate([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    const b = a.fork();
+    await b.truncate(4);
+    const saved = a.saveState();
+    const c = ctx.sequence(2);
+    c.loadState(saved);
+    const ta = (await c.generate([11], greedy).complete()).tokens;
+    const tb = (await b.generate([9], greedy).complete()).tokens;
+    const other = m.createContext();
+    await other.sequence(0).evaluate([5, 6, 7, 8, 9, 10, 11, 12]);
+    const state = Array.from(other.sequence(0).saveState());
+    const tn = (await other.sequence(0).generate([13], greedy).complete()).tokens;
+    const positions = [a.position, b.position, c.position];
+    await other.dispose();
+    await ctx.dispose();
+    m.dispose();
+    return { ta, tb, tn, state, positions: [positions[0], 8 + 1 + 8, positions[2]], savedBytes: saved.length };
+  })();
   const page = await browser.newPage();
+  await page.addInitScript((s) => (window.__nativeState = s), seqNative.state);
   const consoleErrors = consoleErrorsSeen;
   page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
   page.on("pageerror", (e) => consoleErrors.push(String(e)));
@@ -57,6 +82,12 @@ try {
       v.backend === "wasm" && v.cpuFeatures.includes("simd128") && v.kernels.every((k) => k.max_rel_diff < 1e-5)
         ? pass(`${r.name}: wasm, simd128, kernels match the reference`)
         : fail(r.name, JSON.stringify(v));
+    } else if (r.name === "worker sequence operations") {
+      const v = r.value;
+      const want = { ta: seqNative.ta, tb: seqNative.tb, tn: seqNative.tn, full: "CONTEXT_FULL", positions: seqNative.positions, savedBytes: seqNative.savedBytes };
+      isDeepStrictEqual(v, want)
+        ? pass(`${r.name}: fork, truncate, save/load (native state too) as in native`)
+        : fail(r.name, `${JSON.stringify(v)} vs native ${JSON.stringify(want)}`);
     } else if (r.name === "worker jamba") {
       const m = await coil.loadModel(join(ROOT, "tests/fixtures/models/tiny-jamba.gguf"), { backend: "native" });
       const c = m.createContext({ contextLength: 20, kvType: "f32" });

@@ -1,8 +1,8 @@
 // Chat on one sequence: messages are rendered with the GGUF's `tokenizer.chat_template` (Jinja,
 // through @huggingface/jinja) or, without one, a known fallback format (Mistral's [INST] when the
 // vocabulary has those control tokens, else a plain "User:/Assistant:" layout). Each turn feeds
-// the sequence only what extends the tokens it has already seen, so history is never re-processed
-// while the rendered conversation keeps growing at its end.
+// the sequence only what extends the tokens it has already seen (token-level prompt reuse, with
+// rollback through checkpoints when the conversation was edited), so history is never re-processed.
 
 import { Template } from "@huggingface/jinja";
 import type { Sequence } from "./context.js";
@@ -58,7 +58,9 @@ export function renderChat(model: Model, messages: ChatMessage[], addGenerationP
     const who = m.role === "system" ? "System" : m.role === "user" ? "User" : "Assistant";
     out += `${who}: ${m.content.replace(/^ /, "")}\n`;
   }
-  return addGenerationPrompt ? `${out}Assistant: ` : out;
+  // No space after "Assistant:": the reply's first token carries its own leading space, so the
+  // reply, rendered back into the conversation, reads exactly as the tokens the model produced.
+  return addGenerationPrompt ? `${out}Assistant:` : out;
 }
 
 export interface ChatOptions {
@@ -67,10 +69,9 @@ export interface ChatOptions {
 
 export class ChatSession {
   readonly messages: ChatMessage[] = [];
-  /** The text the sequence has absorbed for this chat, and how many tokens that was. */
-  #seenText = "";
-  #seenTokens = 0;
-  /** Prompt tokens of the last turn, and how many of them were already in the sequence. */
+  /** The rendered conversation the sequence has absorbed, and its tokens. */
+  #seenTokens: number[] = [];
+  /** Prompt tokens of the last turn, and how many of them were not evaluated again. */
   lastPromptTokens = 0;
   lastReusedTokens = 0;
 
@@ -81,49 +82,61 @@ export class ChatSession {
     if (options.system) this.messages.push({ role: "system", content: options.system });
   }
 
+  /** The rendered conversation as tokens: the tokens the sequence absorbed for as long as their
+   *  text agrees with `rendered` (so the prefix is the sequence's own — generated tokens are not
+   *  always what re-tokenizing their text gives), then the rest of `rendered` tokenized. */
+  #promptTokens(rendered: string): number[] {
+    const model = this.sequence.context.model;
+    let bos: number | null = null;
+    let bosPiece = "";
+    try {
+      bos = model.vocab.bos;
+      bosPiece = bos !== null ? model.tokenAttributes(bos).piece : "";
+    } catch {
+      /* ids only */
+    }
+    const seen = this.#seenTokens;
+    if (!seen.length) {
+      // A template that writes the BOS text itself gets no second one.
+      return model.tokenize(rendered, { special: true, addBos: bosPiece && rendered.startsWith(bosPiece) ? false : undefined });
+    }
+    const pieces = model.tokenPieces(seen, { special: true });
+    let k = 0;
+    let at = 0;
+    // A BOS the tokenizer added is not in the rendered text.
+    if (seen[0] === bos && !rendered.startsWith(pieces[0]!)) k = 1;
+    for (; k < seen.length; k++) {
+      const p = pieces[k]!;
+      if (!rendered.startsWith(p, at)) break;
+      at += p.length;
+    }
+    return [...seen.slice(0, k), ...model.tokenize(rendered.slice(at), { special: true, addBos: false })];
+  }
+
   /** Adds the user's message and generates the assistant's reply (stream it, or await `.result`).
-   *  When the newly rendered conversation extends the text the sequence has already absorbed,
-   *  only the new part is fed; otherwise the sequence starts over. */
+   *
+   *  The whole rendered conversation is handed to the sequence as one prompt with token-level
+   *  reuse (`generate(…, { reuse: true })`): the sequence keeps the longest prefix it holds — or
+   *  can restore from a checkpoint — and evaluates only the rest. The prompt starts with the
+   *  tokens the sequence absorbed as far as their text agrees with the new rendering, so a
+   *  multi-turn chat never re-processes its history; when earlier messages were edited or
+   *  removed, the sequence rolls back to where the conversation diverges. */
   send(content: string, options: GenerateOptions = {}): Generation {
     if (typeof content !== "string") throw new InvalidArgumentError("send takes a string");
     const model = this.sequence.context.model;
     this.messages.push({ role: "user", content });
     const rendered = renderChat(model, this.messages, true);
-    let feed: number[];
-    if (this.#seenText && rendered.startsWith(this.#seenText) && this.sequence.position === this.#seenTokens) {
-      feed = model.tokenize(rendered.slice(this.#seenText.length), { special: true, addBos: false });
-      this.lastReusedTokens = this.#seenTokens;
-    } else {
-      this.sequence.clear();
-      // A template that writes the BOS text itself gets no second one.
-      let bos = "";
-      try {
-        const b = model.vocab.bos;
-        bos = b !== null ? model.tokenAttributes(b).piece : "";
-      } catch {
-        /* ids only */
-      }
-      feed = model.tokenize(rendered, { special: true, addBos: bos && rendered.startsWith(bos) ? false : undefined });
-      this.lastReusedTokens = 0;
-      this.#seenText = "";
-      this.#seenTokens = 0;
-    }
-    this.lastPromptTokens = this.lastReusedTokens + feed.length;
-    const gen = this.sequence.generate(feed, options);
+    const prompt = this.#promptTokens(rendered);
+    this.lastPromptTokens = prompt.length;
+    const gen = this.sequence.generate(prompt, { ...options, reuse: true });
     void gen.result.then(
       (r) => {
-        let eosText = "";
-        if (r.stopReason === "eos" && r.tokens.length) {
-          eosText = model.tokenAttributes(r.tokens.at(-1)!).piece;
-        }
-        this.#seenText = rendered + r.text + eosText;
-        this.#seenTokens = this.sequence.position;
+        this.lastReusedTokens = r.reusedTokens;
+        this.#seenTokens = Array.from(this.sequence.tokens);
         this.messages.push({ role: "assistant", content: r.text });
       },
       () => {
-        this.#seenText = "";
-        this.#seenTokens = 0;
-        this.sequence.clear();
+        this.#seenTokens = [];
       },
     );
     return gen;

@@ -1,15 +1,27 @@
 // `Context` and `Sequence`: recurrent state for several sequences of one model, the same classes on
-// every target. Evaluations of one context run one at a time, in call order (the queue is where
-// concurrent calls will be batched together later); each sequence's state lives in the engine.
+// every target.
+//
+// Batching: concurrent `evaluate`/`generate` calls on different sequences of one context are run
+// together. Every call becomes an item in the context's queue; the queue drains one macrotask after
+// the last engine call returned (so every generation whose step just finished has queued its next
+// one) and sends all queued items of distinct sequences to the engine as one batch, which steps
+// them in one pass. Calls on one sequence run in call order (each sequence has its own chain).
+//
+// Sequence slots: `createContext({ sequences: n })` gives n slots. `context.sequence(i)` returns
+// the sequence in slot i (claiming it); `sequence.fork()` takes the lowest unclaimed slot and fails
+// with CONTEXT_FULL when there is none; `sequence.dispose()` clears its slot and gives it back.
 
-import type { EngineContext } from "./engine.js";
+import type { EngineContext, RunItemResult } from "./engine.js";
+import { KIND_EVAL_ALL, KIND_EVAL_LAST, KIND_EVAL_NONE, KIND_REUSE, KIND_STEP } from "./engine.js";
 import { CoilError, fromEngineError, InvalidArgumentError, throwIfAborted } from "./errors.js";
-import type { ContextMemory, EvaluateOptions, GenerateOptions, KvType } from "./types.js";
+import type { CheckpointOptions, ContextMemory, EvaluateOptions, GenerateOptions, KvType, SaveStateOptions } from "./types.js";
 import { Generation, generateParams } from "./generate.js";
 import type { Model } from "./model.js";
 
 /** Tokens per engine call: long prompts are cut here so an AbortSignal is honoured between pieces. */
 const EVAL_CHUNK = 512;
+/** Most tokens one batched engine call gathers from queued calls. */
+const BATCH_TOKENS = 2048;
 
 function toTokenArray(tokens: ArrayLike<number>): Uint32Array {
   if (tokens instanceof Uint32Array) return tokens;
@@ -25,6 +37,27 @@ function toTokenArray(tokens: ArrayLike<number>): Uint32Array {
   return out;
 }
 
+/** Resolves after the current macrotask (so queued continuations run first). */
+const nextTurn: () => Promise<void> = (() => {
+  if (typeof setImmediate === "function") return () => new Promise<void>((r) => setImmediate(r));
+  const browserLike = typeof document !== "undefined" || typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope !== "undefined";
+  if (browserLike && typeof MessageChannel === "function") {
+    // setTimeout(0) is clamped to 4 ms when nested; a message is not.
+    let ch: MessageChannel | undefined;
+    const waiting: (() => void)[] = [];
+    return () =>
+      new Promise<void>((r) => {
+        if (!ch) {
+          ch = new MessageChannel();
+          ch.port1.onmessage = () => waiting.shift()?.();
+        }
+        waiting.push(r);
+        ch.port2.postMessage(0);
+      });
+  }
+  return () => new Promise<void>((r) => setTimeout(r, 0));
+})();
+
 /** One sequence's part of `Context.evaluateBatch`. */
 export interface BatchItem {
   sequence: number;
@@ -32,22 +65,44 @@ export interface BatchItem {
   logits?: "last" | "all" | "none";
 }
 
+/** @internal A queued engine item. */
+interface Item {
+  seq: number;
+  tokens: Uint32Array;
+  kind: number;
+  gen: number;
+  signal?: AbortSignal;
+  resolve: (r: { logits: Float32Array; result: RunItemResult }) => void;
+  reject: (e: unknown) => void;
+}
+
+type Job = { item: Item } | { run: () => Promise<unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void };
+
+function rowsOf(kind: number, fed: number): number {
+  const k = kind & 3;
+  return k === KIND_EVAL_ALL ? fed : k === KIND_EVAL_LAST ? 1 : 0;
+}
+
 export class Context {
   #ec: EngineContext | undefined;
-  #queue: Promise<unknown> = Promise.resolve();
-  #sequences: Sequence[] = [];
+  #jobs: Job[] = [];
+  #draining: Promise<void> | undefined;
+  #slots: (Sequence | undefined)[];
   /** Floats per logits row. */
   readonly nVocab: number;
+  /** How many engine calls batched more than one sequence, and the largest batch (for tests). */
+  readonly batchStats = { calls: 0, batched: 0, maxSequences: 0 };
 
   /** The model this context runs. */
   readonly model: Model;
 
   /** @internal Use `model.createContext()`. */
-  constructor(model: Model, ec: EngineContext, nSeq: number) {
+  constructor(model: Model, ec: EngineContext, nSeq: number, checkpoints?: CheckpointOptions) {
     this.model = model;
     this.#ec = ec;
     this.nVocab = ec.nVocab();
-    for (let i = 0; i < nSeq; i++) this.#sequences.push(new Sequence(this, i));
+    this.#slots = new Array<Sequence | undefined>(nSeq).fill(undefined);
+    if (checkpoints) this.setCheckpointPolicy(checkpoints);
   }
 
   /** @internal */
@@ -56,11 +111,125 @@ export class Context {
     return this.#ec;
   }
 
-  /** @internal Runs `f` after every earlier evaluation of this context. */
+  /** @internal Calls the engine, turning its errors into CoilErrors. */
+  call<T>(f: (ec: EngineContext) => T): T {
+    const ec = this.engine();
+    try {
+      return f(ec);
+    } catch (e) {
+      throw fromEngineError(e);
+    }
+  }
+
+  /** @internal Runs `f` alone, in queue order with the batched items. */
   enqueue<T>(f: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(f, f);
-    this.#queue = run.catch(() => {});
-    return run;
+    return new Promise<T>((resolve, reject) => {
+      this.#jobs.push({ run: f, resolve: resolve as (v: unknown) => void, reject });
+      this.#kick();
+    });
+  }
+
+  /** @internal Queues one engine item; items of different sequences are batched together. */
+  submit(seq: number, tokens: Uint32Array, kind: number, gen = 0, signal?: AbortSignal): Promise<{ logits: Float32Array; result: RunItemResult }> {
+    return new Promise((resolve, reject) => {
+      this.#jobs.push({ item: { seq, tokens, kind, gen, signal, resolve, reject } });
+      this.#kick();
+    });
+  }
+
+  #kick(): void {
+    if (this.#draining) return;
+    this.#draining = (async () => {
+      try {
+        while (this.#jobs.length) {
+          // Let the continuations of the last call (the next steps of other generations) queue.
+          await nextTurn();
+          const first = this.#jobs.shift()!;
+          if ("run" in first) {
+            try {
+              first.resolve(await first.run());
+            } catch (e) {
+              first.reject(e);
+            }
+            continue;
+          }
+          const batch = [first.item];
+          let tokens = first.item.tokens.length;
+          const seen = new Set([first.item.seq]);
+          for (let i = 0; i < this.#jobs.length; ) {
+            const j = this.#jobs[i]!;
+            if (!("item" in j)) break; // keep order around exclusive jobs
+            if (seen.has(j.item.seq)) {
+              i++;
+              continue; // a later call on the same sequence waits for the next batch
+            }
+            if (tokens + j.item.tokens.length > BATCH_TOKENS) break;
+            seen.add(j.item.seq);
+            tokens += j.item.tokens.length;
+            batch.push(j.item);
+            this.#jobs.splice(i, 1);
+          }
+          await this.#runItems(batch);
+        }
+      } finally {
+        this.#draining = undefined;
+      }
+    })();
+  }
+
+  async #runItems(items: Item[]): Promise<void> {
+    const live: Item[] = [];
+    for (const it of items) {
+      if (it.signal?.aborted) {
+        try {
+          throwIfAborted(it.signal);
+        } catch (e) {
+          it.reject(e);
+        }
+      } else live.push(it);
+    }
+    if (!live.length) return;
+    const n = live.reduce((a, it) => a + it.tokens.length, 0);
+    const tokens = new Uint32Array(n);
+    const seqs = new Uint32Array(live.length);
+    const kinds = new Uint8Array(live.length);
+    const gens = new Uint32Array(live.length);
+    const lens = new Uint32Array(live.length);
+    let at = 0;
+    live.forEach((it, i) => {
+      tokens.set(it.tokens, at);
+      at += it.tokens.length;
+      seqs[i] = it.seq;
+      kinds[i] = it.kind;
+      gens[i] = it.gen;
+      lens[i] = it.tokens.length;
+    });
+    let out: { logits: Float32Array; results: RunItemResult[] };
+    try {
+      this.batchStats.calls++;
+      if (live.length > 1) this.batchStats.batched++;
+      this.batchStats.maxSequences = Math.max(this.batchStats.maxSequences, live.length);
+      out = await this.engine().run(seqs, kinds, gens, lens, tokens);
+    } catch (e) {
+      const err = fromEngineError(e);
+      // A batch fails as a whole before changing anything (except INTERNAL): one caller's bad
+      // request must not fail the others, so run each alone.
+      if (live.length > 1 && err.code !== "INTERNAL" && err.code !== "DISPOSED") {
+        for (const it of live) await this.#runItems([it]);
+      } else for (const it of live) it.reject(err);
+      return;
+    }
+    const V = this.nVocab;
+    let row = 0;
+    live.forEach((it, i) => {
+      const result = out.results[i]!;
+      const fed = it.tokens.length - ((it.kind & KIND_REUSE) !== 0 ? result.reused : 0);
+      const rows = (it.kind & 3) === KIND_STEP ? 0 : rowsOf(it.kind, fed);
+      const logits = out.logits.subarray(row * V, (row + rows) * V);
+      row += rows;
+      if (result.error) it.reject(fromEngineError(new Error(result.error)));
+      else it.resolve({ logits: logits.slice(), result });
+    });
   }
 
   /**
@@ -74,75 +243,110 @@ export class Context {
     }
     let parts: { ids: Uint32Array; seq: number; want: "last" | "all" | "none" }[];
     try {
-      parts = this.#checkItems(items);
+      parts = items.map((it) => {
+        const ids = toTokenArray(it.tokens);
+        const want = it.logits ?? "last";
+        if (!Number.isInteger(it.sequence) || it.sequence < 0 || it.sequence >= this.#slots.length) {
+          throw new InvalidArgumentError(`no sequence ${String(it.sequence)}: this context has ${this.#slots.length}`);
+        }
+        if (want !== "last" && want !== "all" && want !== "none") throw new InvalidArgumentError(`bad logits option ${String(want)}`);
+        if (ids.length === 0) throw new InvalidArgumentError("every item needs at least one token");
+        return { ids, seq: it.sequence, want };
+      });
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.#runBatch(parts, options.signal);
-  }
-
-  #checkItems(items: BatchItem[]): { ids: Uint32Array; seq: number; want: "last" | "all" | "none" }[] {
-    return items.map((it) => {
-      const ids = toTokenArray(it.tokens);
-      const want = it.logits ?? "last";
-      if (!Number.isInteger(it.sequence) || it.sequence < 0 || it.sequence >= this.#sequences.length) {
-        throw new InvalidArgumentError(`no sequence ${String(it.sequence)}: this context has ${this.#sequences.length}`);
-      }
-      if (want !== "last" && want !== "all" && want !== "none") throw new InvalidArgumentError(`bad logits option ${String(want)}`);
-      if (ids.length === 0) throw new InvalidArgumentError("every item needs at least one token");
-      return { ids, seq: it.sequence, want };
-    });
-  }
-
-  #runBatch(parts: { ids: Uint32Array; seq: number; want: "last" | "all" | "none" }[], signal?: AbortSignal): Promise<Float32Array[]> {
-    const n = parts.reduce((a, p) => a + p.ids.length, 0);
-    const tokens = new Uint32Array(n);
-    const seqs = new Uint32Array(n);
-    const mask = new Uint8Array(n);
-    let at = 0;
-    for (const p of parts) {
-      tokens.set(p.ids, at);
-      seqs.fill(p.seq, at, at + p.ids.length);
-      if (p.want === "all") mask.fill(1, at, at + p.ids.length);
-      else if (p.want === "last") mask[at + p.ids.length - 1] = 1;
-      at += p.ids.length;
-    }
+    const kinds = { none: KIND_EVAL_NONE, last: KIND_EVAL_LAST, all: KIND_EVAL_ALL };
     return this.enqueue(async () => {
-      throwIfAborted(signal);
-      let logits: Float32Array;
+      throwIfAborted(options.signal);
+      const n = parts.reduce((a, p) => a + p.ids.length, 0);
+      const tokens = new Uint32Array(n);
+      let at = 0;
+      for (const p of parts) {
+        tokens.set(p.ids, at);
+        at += p.ids.length;
+      }
+      let out;
       try {
-        logits = await this.engine().evaluate(tokens, seqs, mask);
+        out = await this.engine().run(
+          Uint32Array.from(parts, (p) => p.seq),
+          Uint8Array.from(parts, (p) => kinds[p.want]),
+          new Uint32Array(parts.length),
+          Uint32Array.from(parts, (p) => p.ids.length),
+          tokens,
+        );
       } catch (e) {
         throw fromEngineError(e);
       }
       const V = this.nVocab;
       let row = 0;
       return parts.map((p) => {
-        const rows = p.want === "all" ? p.ids.length : p.want === "last" ? 1 : 0;
-        const out = logits.slice(row * V, (row + rows) * V);
+        const rows = rowsOf(kinds[p.want], p.ids.length);
+        const o = out.logits.slice(row * V, (row + rows) * V);
         row += rows;
-        return out;
+        return o;
       });
     });
   }
 
-  /** How many sequences this context holds. */
+  /** How many sequence slots this context holds. */
   get sequenceCount(): number {
-    return this.#sequences.length;
+    return this.#slots.length;
   }
 
-  /** Sequence `i` (0-based). */
+  /** The sequence in slot `i` (0-based). */
   sequence(i = 0): Sequence {
-    const s = this.#sequences[i];
-    if (!Number.isInteger(i) || !s) {
-      throw new InvalidArgumentError(`no sequence ${String(i)}: this context has ${this.#sequences.length}`);
+    if (!Number.isInteger(i) || i < 0 || i >= this.#slots.length) {
+      throw new InvalidArgumentError(`no sequence ${String(i)}: this context has ${this.#slots.length}`);
     }
-    return s;
+    return (this.#slots[i] ??= new Sequence(this, i));
+  }
+
+  /** @internal The lowest free slot, claimed for a new sequence. */
+  claimFreeSlot(): Sequence {
+    const i = this.#slots.findIndex((s) => s === undefined);
+    if (i < 0) {
+      throw new CoilError(
+        "CONTEXT_FULL",
+        `no free sequence slot: all ${this.#slots.length} are in use (create the context with more \`sequences\`, or dispose() one)`,
+      );
+    }
+    return this.sequence(i);
+  }
+
+  /** @internal */
+  releaseSlot(seq: Sequence): void {
+    if (this.#slots[seq.id] === seq) this.#slots[seq.id] = undefined;
   }
 
   /** Bytes of recurrent state each sequence holds (constant, whatever its length). */
   get stateBytesPerSequence(): number {
-    return this.engine().stateBytesPerSequence();
+    return this.call((ec) => ec.stateBytesPerSequence());
+  }
+
+  /** Bytes all checkpoints hold now (checkpoints shared between forks counted once). */
+  get checkpointBytes(): number {
+    return this.call((ec) => ec.checkpointBytes());
+  }
+
+  /** When checkpoints are taken automatically and how much memory they may use. */
+  setCheckpointPolicy(p: CheckpointOptions): void {
+    const interval = p.interval ?? 256;
+    const budget = p.budgetBytes ?? 128 * 2 ** 20;
+    if (!Number.isInteger(interval) || interval < 0 || interval > 0xffffffff) throw new InvalidArgumentError("checkpoints.interval must be a non-negative integer");
+    if (typeof budget !== "number" || !(budget >= 0)) throw new InvalidArgumentError("checkpoints.budgetBytes must be a non-negative number");
+    this.call((ec) => ec.setCheckpointPolicy(interval, p.atEnd ?? true, budget));
+  }
+
+  /** Saves every sequence (see docs/state-format.md). */
+  saveState(options: SaveStateOptions = {}): Uint8Array {
+    return this.call((ec) => ec.saveContext(options.history ?? true, options.checkpoints ?? false));
+  }
+
+  /** Restores every sequence from `saveState()` bytes; on any error nothing changes. */
+  loadState(bytes: Uint8Array): void {
+    if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError("loadState takes a Uint8Array");
+    this.call((ec) => ec.loadContext(bytes));
   }
 
   /** What the context's memory costs: recurrent state per sequence, KV per token and per
@@ -177,8 +381,9 @@ export class Context {
   async dispose(): Promise<void> {
     const ec = this.#ec;
     if (!ec) return;
+    await this.enqueue(async () => {}).catch(() => {});
     this.#ec = undefined;
-    await this.#queue;
+    await this.#draining;
     ec.release();
   }
 
@@ -188,53 +393,89 @@ export class Context {
 }
 
 export class Sequence {
+  #chain: Promise<unknown> = Promise.resolve();
+  #disposed = false;
+  /** Prompt tokens the last `evaluate`/`generate` with `reuse` did not evaluate again. */
+  lastReusedTokens = 0;
+
   /** @internal */
   constructor(
     /** The context this sequence belongs to. */
     readonly context: Context,
-    /** The sequence's index in its context. */
+    /** The sequence's slot in its context. */
     readonly id: number,
   ) {}
 
+  #check(): void {
+    if (this.#disposed) throw new CoilError("DISPOSED", "this sequence has been disposed");
+  }
+
+  /** @internal Runs `f` after every earlier call on this sequence. */
+  serial<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.#chain.then(f, f);
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
   /** How many tokens the sequence's state has absorbed. */
   get position(): number {
-    return this.context.engine().position(this.id);
+    this.#check();
+    return this.context.call((ec) => ec.position(this.id));
+  }
+
+  /** The tokens the sequence has absorbed (its history; `length === position`). Tokens of a
+   *  state loaded without history read as 0xFFFFFFFF. */
+  get tokens(): Uint32Array {
+    this.#check();
+    return this.context.call((ec) => ec.history(this.id));
+  }
+
+  /** Positions of the sequence's checkpoints. */
+  get checkpoints(): number[] {
+    this.#check();
+    return Array.from(this.context.call((ec) => ec.checkpoints(this.id)));
   }
 
   /**
    * Feeds `tokens` to the sequence, continuing from its position, and returns logits: `nVocab`
    * floats for "last" (default), `tokens.length × nVocab` for "all", an empty array for "none".
+   * With `reuse`, `tokens` are the whole sequence from position 0: the longest prefix the sequence
+   * holds or can restore from a checkpoint is kept (`lastReusedTokens` says how long) and only the
+   * rest is evaluated ("all" then returns the rows of the evaluated tokens).
    * If `signal` aborts mid-way through a long prompt, the promise rejects with AbortError and the
    * sequence keeps the tokens evaluated so far (see `position`).
    */
   evaluate(tokens: ArrayLike<number>, options: EvaluateOptions = {}): Promise<Float32Array> {
-    const ids = toTokenArray(tokens);
+    let ids: Uint32Array;
+    try {
+      this.#check();
+      ids = toTokenArray(tokens);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const want = options.logits ?? "last";
     if (want !== "last" && want !== "all" && want !== "none") {
       return Promise.reject(new InvalidArgumentError(`logits must be "last", "all" or "none", not ${JSON.stringify(want)}`));
     }
     if (ids.length === 0) return Promise.reject(new InvalidArgumentError("evaluate needs at least one token"));
     const { signal } = options;
-    return this.context.enqueue(async () => {
+    return this.serial(async () => {
       throwIfAborted(signal);
-      const ec = this.context.engine();
+      if (options.reuse) {
+        const reused = this.context.call((ec) => ec.rewind(this.id, ids));
+        this.lastReusedTokens = reused;
+        ids = ids.subarray(reused);
+      }
+      const V = this.context.nVocab;
       const n = ids.length;
-      const out = new Float32Array(want === "all" ? n * this.context.nVocab : want === "last" ? this.context.nVocab : 0);
+      const out = new Float32Array(want === "all" ? n * V : want === "last" ? V : 0);
       for (let start = 0; start < n; start += EVAL_CHUNK) {
         if (start > 0) throwIfAborted(signal);
         const end = Math.min(n, start + EVAL_CHUNK);
-        const chunk = ids.subarray(start, end);
-        const mask = new Uint8Array(chunk.length);
-        if (want === "all") mask.fill(1);
-        else if (want === "last" && end === n) mask[chunk.length - 1] = 1;
-        let logits: Float32Array;
-        try {
-          logits = await ec.evaluate(chunk, new Uint32Array(chunk.length).fill(this.id), mask);
-        } catch (e) {
-          throw fromEngineError(e);
-        }
-        if (want === "all") out.set(logits, start * this.context.nVocab);
-        else if (want === "last" && end === n) out.set(logits);
+        const kind = want === "all" ? KIND_EVAL_ALL : want === "last" && end === n ? KIND_EVAL_LAST : KIND_EVAL_NONE;
+        const { logits } = await this.context.submit(this.id, ids.subarray(start, end), kind, 0, signal);
+        if (want === "all") out.set(logits, start * V);
+        else if (kind === KIND_EVAL_LAST) out.set(logits);
       }
       return out;
     });
@@ -242,29 +483,126 @@ export class Sequence {
 
   /**
    * Generates text after `prompt` (text, tokenized with BOS as the vocabulary asks and control
-   * tokens recognised, or token ids), continuing the sequence from its position. Iterate it for
-   * chunks `{text, tokens}`; `.result` (or the iterator's final value) gives the whole text, the
-   * tokens and the stop reason. Text never splits a UTF-8 character and never shows a stop string.
-   * When generation ends — by EOS, maxTokens, a stop string or an abort — every generated token
-   * has been fed to the sequence, so `position` = before + prompt + generated tokens.
+   * tokens recognised, or token ids), continuing the sequence from its position — or, with
+   * `reuse`, treating the prompt as the whole sequence from position 0 and reusing the longest
+   * prefix it holds (`result.reusedTokens`). Iterate it for chunks `{text, tokens}`; `.result`
+   * (or the iterator's final value) gives the whole text, the tokens and the stop reason. Text
+   * never splits a UTF-8 character and never shows a stop string. When generation ends — by EOS,
+   * maxTokens, a stop string or an abort — every generated token has been fed to the sequence,
+   * so `position` = before + prompt + generated tokens. Generations on different sequences of one
+   * context run batched together.
    */
   generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Generation {
+    this.#check();
+    const reuse = options.reuse ?? false;
     const tokens =
       typeof prompt === "string"
-        ? this.context.model.tokenize(prompt, { special: options.special ?? true, addBos: this.position === 0 ? undefined : false })
+        ? this.context.model.tokenize(prompt, { special: options.special ?? true, addBos: reuse || this.position === 0 ? undefined : false })
         : Array.from(toTokenArray(prompt));
     if (tokens.length === 0) throw new InvalidArgumentError("generate needs a non-empty prompt");
     const params = generateParams(options);
-    const gen = this.context.engine().createGenerator(this.id, params);
-    return new Generation(gen, tokens, options, (f) => this.context.enqueue(f));
+    const id = this.context.call((ec) => ec.createGenerator(this.id, params));
+    const ctx = this.context;
+    return new Generation(
+      {
+        step: (feed, first) =>
+          this.serial(async () => {
+            const r = await ctx.submit(this.id, feed, KIND_STEP | (first && reuse ? KIND_REUSE : 0), id);
+            if (first && reuse) this.lastReusedTokens = r.result.reused;
+            return r.result;
+          }),
+        finish: () => this.serial(() => ctx.enqueue(() => ctx.engine().endGenerator(id))),
+        release: () => {
+          if (!ctx.disposed) ctx.engine().releaseGenerator(id);
+        },
+      },
+      tokens,
+      options,
+    );
   }
 
-  /** Forgets everything: position 0, fresh state. */
+  /** Forgets everything: position 0, fresh state, no checkpoints. The slot stays this sequence's. */
   clear(): void {
+    this.#check();
+    this.context.call((ec) => ec.clear(this.id));
+  }
+
+  /**
+   * A new sequence in a free slot of the context, holding what this one holds — state, position,
+   * token history and checkpoints — shared copy-on-write: nothing is copied until one of the two
+   * advances. Throws CONTEXT_FULL when every slot is in use.
+   */
+  fork(): Sequence {
+    this.#check();
+    const dst = this.context.claimFreeSlot();
     try {
-      this.context.engine().clear(this.id);
+      this.context.call((ec) => ec.fork(this.id, dst.id));
     } catch (e) {
-      throw fromEngineError(e);
+      this.context.releaseSlot(dst);
+      throw e;
     }
+    return dst;
+  }
+
+  /**
+   * Rolls the sequence back to its first `n` tokens (any `n` ≤ position): restores the nearest
+   * checkpoint at or before `n` and re-evaluates the few tokens after it.
+   */
+  truncate(n: number): Promise<void> {
+    try {
+      this.#check();
+      if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new InvalidArgumentError(`truncate takes a token count, got ${String(n)}`);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.serial(() =>
+      this.context.enqueue(async () => {
+        try {
+          await this.context.engine().truncate(this.id, n);
+        } catch (e) {
+          throw fromEngineError(e);
+        }
+      }),
+    );
+  }
+
+  /** Snapshots the state at the current position (kept under the context's checkpoint budget);
+   *  returns the position. */
+  checkpoint(): number {
+    this.#check();
+    return this.context.call((ec) => ec.checkpoint(this.id));
+  }
+
+  /** The sequence's state as bytes (docs/state-format.md): position, token history (unless
+   *  `history: false`), recurrent state, and with `checkpoints: true` its checkpoints. */
+  saveState(options: SaveStateOptions = {}): Uint8Array {
+    this.#check();
+    return this.context.call((ec) => ec.saveState(this.id, options.history ?? true, options.checkpoints ?? false));
+  }
+
+  /** Replaces this sequence with a saved one (from any sequence, context or target of the same
+   *  model). STATE_MODEL_MISMATCH for another model, STATE_INVALID for truncated or corrupt bytes;
+   *  on any error the sequence is left exactly as it was. */
+  loadState(bytes: Uint8Array): void {
+    this.#check();
+    if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError("loadState takes a Uint8Array");
+    this.context.call((ec) => ec.loadState(this.id, bytes));
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /** Clears the sequence and gives its slot back to the context (for `fork()`); later calls on
+   *  this object fail with DISPOSED. */
+  dispose(): void {
+    if (this.#disposed) return;
+    if (!this.context.disposed) this.context.call((ec) => ec.clear(this.id));
+    this.#disposed = true;
+    this.context.releaseSlot(this);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }

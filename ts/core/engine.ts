@@ -44,29 +44,55 @@ export interface EngineModel {
   release(): void;
 }
 
-/** One generation in an engine: sampler, decoder and stop strings, stepping a sequence. */
-export interface EngineGenerator {
-  /** Feeds `feed` (the prompt, then the previous token), samples the next token: JSON
-   *  `{"token","text","stop"}` with stop null or "eos" | "maxTokens" | "stop". */
-  step(feed: Uint32Array): Promise<string>;
-  /** Ends the generation: feeds the last sampled token so the sequence holds everything
-   *  generated, and returns the text still held back (if any). */
-  finish(): Promise<string>;
-  release(): void;
+/** One item's outcome in `EngineContext.run` (the core's `RunOutput::results_json`). */
+export interface RunItemResult {
+  /** Prompt tokens not evaluated again (items with prompt reuse). */
+  reused: number;
+  /** A generation step's result. */
+  step: { token: number; text: string; stop: "eos" | "maxTokens" | "stop" | null } | null;
+  /** A generation step that failed (engine wire form), the other items unaffected. */
+  error: string | null;
 }
 
-/** A context inside an engine: recurrent-state slots for its sequences. */
+/** Item kinds of `EngineContext.run`: evaluate with no/last/all logits, or a generation step;
+ *  `KIND_REUSE` added: the tokens are the whole sequence from position 0 (prompt reuse). */
+export const KIND_EVAL_NONE = 0;
+export const KIND_EVAL_LAST = 1;
+export const KIND_EVAL_ALL = 2;
+export const KIND_STEP = 3;
+export const KIND_REUSE = 4;
+
+/** A context inside an engine: recurrent-state slots for its sequences, their token histories
+ *  and checkpoints, and the generations running on them. Methods throw engine errors. */
 export interface EngineContext {
-  /** Evaluates a batch; returns logits for the tokens whose `logits` flag is set, in batch order. */
-  evaluate(tokens: Uint32Array, seqs: Uint32Array, logits: Uint8Array): Promise<Float32Array>;
+  /** Runs evaluations and generation steps of several sequences (one item each) as one batch:
+   *  per item its sequence, kind, generator id, token count; the tokens concatenated. */
+  run(seqs: Uint32Array, kinds: Uint8Array, gens: Uint32Array, lens: Uint32Array, tokens: Uint32Array): Promise<{ logits: Float32Array; results: RunItemResult[] }>;
   position(seq: number): number;
   clear(seq: number): void;
+  fork(src: number, dst: number): void;
+  /** Prompt reuse: rolls `seq` back to the longest prefix of `tokens` (the whole sequence from
+   *  position 0) it holds or can restore without evaluating; returns that length. */
+  rewind(seq: number, tokens: Uint32Array): number;
+  checkpoint(seq: number): number;
+  history(seq: number): Uint32Array;
+  checkpoints(seq: number): Uint32Array;
+  checkpointBytes(): number;
+  setCheckpointPolicy(interval: number, atEnd: boolean, budgetBytes: number): void;
+  truncate(seq: number, n: number): Promise<void>;
+  saveState(seq: number, history: boolean, checkpoints: boolean): Uint8Array;
+  loadState(seq: number, bytes: Uint8Array): void;
+  saveContext(history: boolean, checkpoints: boolean): Uint8Array;
+  loadContext(bytes: Uint8Array): void;
   stateBytesPerSequence(): number;
   /** Memory accounting JSON from the core. */
   memory(): string;
   nVocab(): number;
-  /** A generator for sequence `seq` (params JSON: sampler, max_tokens, stop, ignore_eos). */
-  createGenerator(seq: number, params: string): EngineGenerator;
+  /** A generation on `seq` (params JSON: sampler, max_tokens, stop, ignore_eos); its id. */
+  createGenerator(seq: number, params: string): number;
+  /** Ends a generation: feeds the last sampled token, returns the text still held back. */
+  endGenerator(id: number): Promise<string>;
+  releaseGenerator(id: number): void;
   release(): void;
 }
 

@@ -4,15 +4,9 @@
 // position consistent: when generation ends, for any reason, every generated token (including a
 // final end-of-generation token) has been fed to the sequence, so it can simply continue.
 
-import type { EngineGenerator } from "./engine.js";
+import type { RunItemResult } from "./engine.js";
 import { CoilError, fromEngineError, InvalidArgumentError } from "./errors.js";
 import type { GenerateOptions, GenerationChunk, GenerationResult, StopReason } from "./types.js";
-
-interface StepJson {
-  token: number;
-  text: string;
-  stop: "eos" | "maxTokens" | "stop" | null;
-}
 
 /** The engine's generation parameters (GenerateParams JSON) from the user's options. */
 export function generateParams(o: GenerateOptions): string {
@@ -76,6 +70,15 @@ export function generateParams(o: GenerateOptions): string {
   return JSON.stringify({ sampler, maxTokens, stop: o.stop ?? [], ignoreEos: o.ignoreEos ?? false });
 }
 
+/** @internal How a Generation reaches its engine generator (see `Sequence.generate`). */
+export interface GenerationDriver {
+  /** One step: feeds `feed` (the prompt on the first step, then the previous token). */
+  step(feed: Uint32Array, first: boolean): Promise<RunItemResult>;
+  /** Feeds the last sampled token; returns the text still held back. */
+  finish(): Promise<string>;
+  release(): void;
+}
+
 export class Generation implements AsyncIterableIterator<GenerationChunk> {
   /** Resolves when generation ends, with everything generated and why it stopped. */
   readonly result: Promise<GenerationResult>;
@@ -86,13 +89,14 @@ export class Generation implements AsyncIterableIterator<GenerationChunk> {
   #tokens: number[] = [];
   #text = "";
   #feed: Uint32Array;
+  #reused = 0;
+  #busy: Promise<unknown> = Promise.resolve();
 
   /** @internal */
   constructor(
-    private readonly gen: EngineGenerator,
+    private readonly driver: GenerationDriver,
     private readonly promptTokens: number[],
     private readonly opts: GenerateOptions,
-    private readonly enqueue: <T>(f: () => Promise<T>) => Promise<T>,
   ) {
     this.#feed = Uint32Array.from(promptTokens);
     this.result = new Promise((res, rej) => {
@@ -106,29 +110,41 @@ export class Generation implements AsyncIterableIterator<GenerationChunk> {
     return this;
   }
 
-  async next(): Promise<IteratorResult<GenerationChunk, GenerationResult>> {
-    if (this.#done) return { done: true, value: await this.result };
-    this.#started = true;
-    try {
-      return await this.enqueue(() => this.#step());
-    } catch (e) {
-      const err = fromEngineError(e);
-      this.#finishWithError(err);
-      throw err;
-    }
+  /** Calls made without awaiting the previous one still run one after the other. */
+  #serial<T>(f: () => Promise<T>): Promise<T> {
+    const r = this.#busy.then(f, f);
+    this.#busy = r.catch(() => {});
+    return r;
+  }
+
+  next(): Promise<IteratorResult<GenerationChunk, GenerationResult>> {
+    return this.#serial(async () => {
+      if (this.#done) return { done: true as const, value: await this.result };
+      try {
+        return await this.#step();
+      } catch (e) {
+        const err = fromEngineError(e);
+        this.#finishWithError(err);
+        throw err;
+      }
+    });
   }
 
   async #step(): Promise<IteratorResult<GenerationChunk, GenerationResult>> {
     if (this.opts.signal?.aborted) return this.#finish("abort");
-    const step = JSON.parse(await this.gen.step(this.#feed)) as StepJson;
+    const first = !this.#started;
+    this.#started = true;
+    const r = await this.driver.step(this.#feed, first);
+    if (first) this.#reused = r.reused;
+    const step = r.step!;
     this.#feed = Uint32Array.of(step.token);
     this.#tokens.push(step.token);
     this.#text += step.text;
     const chunk: GenerationChunk = { text: step.text, tokens: [step.token] };
     this.opts.onToken?.(chunk);
     if (step.stop) {
-      const r = await this.#finish(step.stop);
-      return chunk.text ? { done: false, value: chunk } : r;
+      const f = await this.#finish(step.stop);
+      return chunk.text ? { done: false, value: chunk } : f;
     }
     return { done: false, value: chunk };
   }
@@ -140,17 +156,18 @@ export class Generation implements AsyncIterableIterator<GenerationChunk> {
       // text held back for stop strings that can no longer complete.
       let tail = "";
       try {
-        tail = await this.gen.finish();
+        tail = this.#started ? await this.driver.finish() : "";
       } finally {
-        this.gen.release();
+        this.driver.release();
       }
       this.#text += tail;
       this.#resolve({
         text: this.#text,
         tokens: this.#tokens,
         stopReason: reason,
-        promptTokens: this.promptTokens.length,
+        promptTokens: this.#started ? this.promptTokens.length : 0,
         generatedTokens: this.#tokens.length,
+        reusedTokens: this.#reused,
       });
       if (tail) {
         const chunk = { text: tail, tokens: [] as number[] };
@@ -164,20 +181,20 @@ export class Generation implements AsyncIterableIterator<GenerationChunk> {
   #finishWithError(e: CoilError): void {
     if (this.#done) return;
     this.#done = true;
-    this.gen.release();
+    try {
+      this.driver.release();
+    } catch {
+      /* the context may be gone */
+    }
     this.#reject(e);
   }
 
   /** Stops early, as an abort would; the sequence keeps what was generated. */
-  async return(): Promise<IteratorResult<GenerationChunk, GenerationResult>> {
-    if (!this.#done) {
-      if (!this.#started) {
-        this.#done = true;
-        this.gen.release();
-        this.#resolve({ text: "", tokens: [], stopReason: "abort", promptTokens: 0, generatedTokens: 0 });
-      } else await this.enqueue(() => this.#finish("abort"));
-    }
-    return { done: true, value: await this.result };
+  return(): Promise<IteratorResult<GenerationChunk, GenerationResult>> {
+    return this.#serial(async () => {
+      if (!this.#done) await this.#finish("abort");
+      return { done: true as const, value: await this.result };
+    });
   }
 
   /** Runs the generation to its end and returns the result (chunks still reach `onToken`). */

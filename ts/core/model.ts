@@ -119,7 +119,7 @@ export class Model {
     }
     const kvType = options.kvType ?? "f16";
     if (kvType !== "f16" && kvType !== "f32") throw new InvalidArgumentError(`kvType must be "f16" or "f32", got ${String(kvType)}`);
-    return new Context(this, this.#call((em) => em.createContext(n, threads, nCtx, kvType)), n);
+    return new Context(this, this.#call((em) => em.createContext(n, threads, nCtx, kvType)), n, options.checkpoints);
   }
 
   /**

@@ -117,8 +117,11 @@ export interface LoadModelOptions extends CommonOptions {
 }
 
 export interface ContextOptions {
-  /** How many sequences the context holds, each with its own recurrent state. Default 1. */
+  /** How many sequence slots the context holds, each with its own recurrent state: the sequences
+   *  `context.sequence(i)` returns and `sequence.fork()` can take. Default 1. */
   sequences?: number;
+  /** When recurrent states are snapshotted for rollback (`truncate`, prompt reuse). */
+  checkpoints?: CheckpointOptions;
   /** Threads for evaluation (native). Default: the physical cores. The wasm engine runs on one. */
   threads?: number;
   /** Tokens each sequence may hold in the KV cache of attention layers (Jamba). Default: the
@@ -148,7 +151,31 @@ export interface ContextMemory {
   kvBytesPerSequence: number;
 }
 
+/** The automatic checkpoint policy of a context. */
+export interface CheckpointOptions {
+  /** Snapshot every `interval` positions inside long evaluations (0: never). Default 256. */
+  interval?: number;
+  /** Snapshot at the end of every evaluation of more than one token and of every generation.
+   *  Default true. */
+  atEnd?: boolean;
+  /** Most bytes all checkpoints of the context may hold; the least recently used are evicted.
+   *  Default 128 MiB. */
+  budgetBytes?: number;
+}
+
+/** What `saveState` includes besides the state and position. */
+export interface SaveStateOptions {
+  /** The token history (4 bytes a token): needed to roll back before the saved position and for
+   *  prompt reuse after loading. Default true; false gives a size independent of the position. */
+  history?: boolean;
+  /** The checkpoints. Default false. */
+  checkpoints?: boolean;
+}
+
 export interface EvaluateOptions {
+  /** `tokens` are the whole sequence from position 0: keep the longest prefix the sequence holds
+   *  or can restore from a checkpoint, evaluate the rest (see `Sequence.lastReusedTokens`). */
+  reuse?: boolean;
   /** Which logits to return: the last token's (default), every token's, or none. */
   logits?: "last" | "all" | "none";
   /** Aborts between chunks of a long prompt; the sequence keeps what was evaluated. */
@@ -190,6 +217,9 @@ export interface TokenAttributes {
 export type StopReason = "eos" | "maxTokens" | "stop" | "abort";
 
 export interface GenerateOptions {
+  /** The prompt is the whole sequence from position 0: reuse the longest prefix the sequence
+   *  holds or can restore from a checkpoint (`result.reusedTokens`). Default false: continue. */
+  reuse?: boolean;
   /** Most tokens to generate. Default 256. */
   maxTokens?: number;
   /** 0 = greedy. Default 0.8. */
@@ -231,4 +261,6 @@ export interface GenerationResult {
   stopReason: StopReason;
   promptTokens: number;
   generatedTokens: number;
+  /** Prompt tokens that were not evaluated again (with `reuse`). */
+  reusedTokens: number;
 }

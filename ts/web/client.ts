@@ -17,6 +17,7 @@ import type {
   GgufSource,
   InspectOptions,
   LoadModelOptions,
+  SaveStateOptions,
   TokenAttributes,
   TokenizeOptions,
   VocabInfo,
@@ -32,6 +33,17 @@ export interface RemoteSequence {
   readonly id: number;
   position(): Promise<number>;
   clear(): Promise<void>;
+  /** `Sequence.fork()`: a new sequence in a free slot, sharing this one's state copy-on-write. */
+  fork(): Promise<RemoteSequence>;
+  truncate(n: number): Promise<void>;
+  checkpoint(): Promise<number>;
+  checkpoints(): Promise<number[]>;
+  /** The token history. */
+  tokens(): Promise<number[]>;
+  lastReusedTokens(): Promise<number>;
+  saveState(options?: SaveStateOptions): Promise<Uint8Array>;
+  loadState(bytes: Uint8Array): Promise<void>;
+  dispose(): Promise<void>;
   evaluate(tokens: ArrayLike<number>, options?: EvaluateOptions): Promise<Float32Array>;
   generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncIterableIterator<GenerationChunk> & { result: Promise<GenerationResult> };
 }
@@ -44,6 +56,8 @@ export interface RemoteContext {
   readonly contextLength: number;
   readonly kvType: ContextMemory["kvType"];
   sequence(i?: number): RemoteSequence;
+  saveState(options?: SaveStateOptions): Promise<Uint8Array>;
+  loadState(bytes: Uint8Array): Promise<void>;
   dispose(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -123,7 +137,7 @@ export function createWorkerClient(worker?: Worker): WorkerClient {
 
   function remoteContext(c: { handle: number; sequences: number; nVocab: number; memory: ContextMemory }): RemoteContext {
     const seqs: RemoteSequence[] = [];
-    for (let i = 0; i < c.sequences; i++) seqs.push(remoteSequence(c.handle, i));
+    for (let i = 0; i < c.sequences; i++) seqs.push(remoteSequence(c.handle, i, (j) => seqs[j]!));
     const dispose = () => call(undefined, () => remote.disposeContext(c.handle));
     return {
       sequenceCount: c.sequences,
@@ -136,16 +150,27 @@ export function createWorkerClient(worker?: Worker): WorkerClient {
         if (!s) throw new CoilError("INVALID_ARGUMENT", `no sequence ${i}: this context has ${seqs.length}`);
         return s;
       },
+      saveState: (o) => call(undefined, () => remote.saveContextState(c.handle, o)),
+      loadState: (bytes) => call(undefined, () => remote.loadContextState(c.handle, bytes)),
       dispose,
       [Symbol.asyncDispose]: dispose,
     };
   }
 
-  function remoteSequence(ctx: number, id: number): RemoteSequence {
+  function remoteSequence(ctx: number, id: number, slot: (i: number) => RemoteSequence): RemoteSequence {
     return {
       id,
       position: () => call(undefined, () => remote.position(ctx, id)),
       clear: () => call(undefined, () => remote.clear(ctx, id)),
+      fork: () => call(undefined, async () => slot(await remote.fork(ctx, id))),
+      truncate: (n) => call(undefined, () => remote.truncate(ctx, id, n)),
+      checkpoint: () => call(undefined, () => remote.checkpoint(ctx, id)),
+      checkpoints: () => call(undefined, () => remote.checkpoints(ctx, id)),
+      tokens: () => call(undefined, () => remote.tokens(ctx, id)),
+      lastReusedTokens: () => call(undefined, () => remote.lastReusedTokens(ctx, id)),
+      saveState: (o) => call(undefined, () => remote.saveState(ctx, id, o)),
+      loadState: (bytes) => call(undefined, () => remote.loadState(ctx, id, bytes)),
+      dispose: () => call(undefined, () => remote.disposeSequence(ctx, id)),
       evaluate: (tokens, o = {}) => {
         const { signal, ...rest } = o;
         return call(signal, (abortId) => remote.evaluate(ctx, id, Array.from(tokens), rest, abortId));

@@ -9,7 +9,7 @@ import type { CommonOptions, GgufSource, InspectOptions, LoadModelOptions, Token
 import { CoilAbortError, CoilError } from "../core/errors.js";
 import type { Model } from "../core/model.js";
 import type { Context } from "../core/context.js";
-import type { ContextOptions, EvaluateOptions, GenerateOptions, GenerationChunk } from "../core/types.js";
+import type { ContextOptions, EvaluateOptions, GenerateOptions, GenerationChunk, SaveStateOptions } from "../core/types.js";
 
 // AbortSignals cannot cross postMessage; the client sends an abort id and calls abort(id).
 const controllers = new Map<number, AbortController>();
@@ -84,6 +84,25 @@ const workerApi = {
   }),
   position: (h: number, seq: number) => wrap(() => context(h).sequence(seq).position),
   clear: (h: number, seq: number) => wrap(() => context(h).sequence(seq).clear()),
+  fork: (h: number, seq: number) => wrap(() => context(h).sequence(seq).fork().id),
+  truncate: (h: number, seq: number, n: number) => wrap(() => context(h).sequence(seq).truncate(n)),
+  checkpoint: (h: number, seq: number) => wrap(() => context(h).sequence(seq).checkpoint()),
+  checkpoints: (h: number, seq: number) => wrap(() => context(h).sequence(seq).checkpoints),
+  tokens: (h: number, seq: number) => wrap(() => Array.from(context(h).sequence(seq).tokens)),
+  lastReusedTokens: (h: number, seq: number) => wrap(() => context(h).sequence(seq).lastReusedTokens),
+  saveState: (h: number, seq: number, o?: SaveStateOptions) =>
+    wrap(() => {
+      const b = context(h).sequence(seq).saveState(o);
+      return Comlink.transfer(b, [b.buffer]);
+    }),
+  loadState: (h: number, seq: number, bytes: Uint8Array) => wrap(() => context(h).sequence(seq).loadState(bytes)),
+  disposeSequence: (h: number, seq: number) => wrap(() => context(h).sequence(seq).dispose()),
+  saveContextState: (h: number, o?: SaveStateOptions) =>
+    wrap(() => {
+      const b = context(h).saveState(o);
+      return Comlink.transfer(b, [b.buffer]);
+    }),
+  loadContextState: (h: number, bytes: Uint8Array) => wrap(() => context(h).loadState(bytes)),
   evaluate: (h: number, seq: number, tokens: number[], o: Omit<EvaluateOptions, "signal"> = {}, abortId?: number) =>
     wrap(() => withSignal(abortId, async (signal) => {
       const l = await context(h).sequence(seq).evaluate(tokens, { ...o, signal });

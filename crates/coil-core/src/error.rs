@@ -43,6 +43,8 @@ pub enum ErrorCode {
     InvalidArgument,
     /// A saved state that is corrupt, truncated, or from another model.
     StateInvalid,
+    /// A saved state from a different model (architecture, shapes or metadata differ).
+    StateModelMismatch,
     /// A sequence would outgrow the context length its KV cache was sized for (attention models).
     /// Checked before any state changes: the sequence is left as it was.
     ContextFull,
@@ -78,6 +80,7 @@ impl ErrorCode {
             TokenOutOfRange => "TOKEN_OUT_OF_RANGE",
             InvalidArgument => "INVALID_ARGUMENT",
             StateInvalid => "STATE_INVALID",
+            StateModelMismatch => "STATE_MODEL_MISMATCH",
             ContextFull => "CONTEXT_FULL",
             Io => "IO_ERROR",
             Aborted => "ABORTED",

@@ -1,10 +1,12 @@
-//! `NativeModel` and `NativeContext`: coil-core's `Model` and `Context` held by JS. Thin: each
-//! method converts arguments and forwards to the core. Evaluation runs off the JS thread.
+//! `NativeModel` and `NativeContext`: coil-core's `Model` and a `Runner` (a `Context` and its
+//! generations) held by JS. Thin: each method converts arguments and forwards to the core.
+//! Evaluation, rollback and generation run off the JS thread.
 
 use std::sync::{Arc, Mutex};
 
-use coil_core::context::{Batch, Context, ContextParams, KvType};
-use coil_core::generate::{GenerateParams, Generator};
+use coil_core::context::{CheckpointPolicy, Context, ContextParams, KvType, SaveOptions};
+use coil_core::generate::runner::{Item, Runner, Want, Work as RunWork};
+use coil_core::generate::GenerateParams;
 use coil_core::error::guard;
 use coil_core::gguf::GgufFile;
 use coil_core::model::Model;
@@ -111,7 +113,7 @@ impl NativeModel {
         let params = ContextParams { n_seq_max, n_threads: n_threads as usize, n_ctx, kv_type, ..ContextParams::default() };
         let ctx = guard(|| Context::new(m, params)).map_err(to_napi)?;
         let n_vocab = ctx.model().hparams().map(|h| h.n_vocab as u32).unwrap_or(0);
-        Ok(NativeContext { inner: Some(Arc::new(Mutex::new(ctx))), n_vocab })
+        Ok(NativeContext { inner: Some(Arc::new(Mutex::new(Runner::new(ctx)))), n_vocab })
     }
 
     /// Releases the model now (contexts keep what they use); later calls fail with DISPOSED.
@@ -123,74 +125,201 @@ impl NativeModel {
 
 #[napi]
 pub struct NativeContext {
-    inner: Option<Arc<Mutex<Context>>>,
+    inner: Option<Arc<Mutex<Runner>>>,
     n_vocab: u32,
 }
 
+fn poisoned() -> Error {
+    to_napi(CoilError::new(ErrorCode::Internal, "context lock poisoned"))
+}
+
 impl NativeContext {
-    fn ctx(&self) -> Result<&Arc<Mutex<Context>>> {
+    fn ctx(&self) -> Result<&Arc<Mutex<Runner>>> {
         self.inner.as_ref().ok_or_else(|| disposed("context"))
     }
-    fn with<T>(&self, f: impl FnOnce(&mut Context) -> coil_core::Result<T>) -> Result<T> {
+    fn with<T>(&self, f: impl FnOnce(&mut Runner) -> coil_core::Result<T>) -> Result<T> {
         let c = self.ctx()?;
-        let mut g = c.lock().map_err(|_| to_napi(CoilError::new(ErrorCode::Internal, "context lock poisoned")))?;
+        let mut g = c.lock().map_err(|_| poisoned())?;
         guard(|| f(&mut g)).map_err(to_napi)
     }
+    /// Work that may take time, off the JS thread.
+    fn task<O: Send + 'static, J: ToNapiValue + TypeName>(
+        &self,
+        f: impl FnOnce(&mut Runner) -> coil_core::Result<O> + Send + 'static,
+        conv: fn(O) -> J,
+    ) -> Result<AsyncTask<CtxTask<O, J>>> {
+        Ok(AsyncTask::new(CtxTask { runner: self.ctx()?.clone(), f: Some(Box::new(f)), conv }))
+    }
 }
 
-pub struct EvaluateTask {
-    ctx: Arc<Mutex<Context>>,
-    batch: Batch,
+type Work<O> = Box<dyn FnOnce(&mut Runner) -> coil_core::Result<O> + Send>;
+
+pub struct CtxTask<O, J> {
+    runner: Arc<Mutex<Runner>>,
+    f: Option<Work<O>>,
+    conv: fn(O) -> J,
 }
 
-impl Task for EvaluateTask {
-    type Output = Vec<f32>;
-    type JsValue = Float32Array;
+impl<O: Send + 'static, J: ToNapiValue + TypeName> Task for CtxTask<O, J> {
+    type Output = O;
+    type JsValue = J;
 
-    fn compute(&mut self) -> Result<Vec<f32>> {
-        let mut g =
-            self.ctx.lock().map_err(|_| to_napi(CoilError::new(ErrorCode::Internal, "context lock poisoned")))?;
-        let batch = &self.batch;
-        guard(|| g.evaluate(batch).map(|l| l.into_vec())).map_err(to_napi)
+    fn compute(&mut self) -> Result<O> {
+        let mut g = self.runner.lock().map_err(|_| poisoned())?;
+        let f = self.f.take().ok_or_else(|| to_napi(CoilError::new(ErrorCode::Internal, "task ran twice")))?;
+        guard(|| f(&mut g)).map_err(to_napi)
     }
 
-    fn resolve(&mut self, _env: Env, output: Vec<f32>) -> Result<Float32Array> {
-        Ok(Float32Array::new(output))
+    fn resolve(&mut self, _env: Env, output: O) -> Result<J> {
+        Ok((self.conv)(output))
     }
+}
+
+/// What `run` resolves to: the evaluation items' logits and per-item results (JSON).
+#[napi(object)]
+pub struct RunResult {
+    pub logits: Float32Array,
+    pub results: String,
+}
+
+/// Items of a batch from the flat arrays the facade sends: per item its sequence, kind (low two
+/// bits: 0 evaluate without logits, 1 last logits, 2 all logits, 3 a generation step; +4: prompt
+/// reuse), generator id and token count; then every item's tokens, concatenated.
+pub(crate) fn items(seqs: &[u32], kinds: &[u8], gens: &[u32], lens: &[u32], tokens: &[u32]) -> coil_core::Result<Vec<Item>> {
+    let n = seqs.len();
+    let bad = |m: &str| CoilError::new(ErrorCode::InvalidArgument, m.to_string());
+    if kinds.len() != n || gens.len() != n || lens.len() != n {
+        return Err(bad("batch arrays differ in length"));
+    }
+    let total: u64 = lens.iter().map(|&l| l as u64).sum();
+    if total != tokens.len() as u64 {
+        return Err(bad("item lengths do not add up to the tokens"));
+    }
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let l = lens[i] as usize;
+        let work = match kinds[i] & 3 {
+            0 => RunWork::Eval(Want::None),
+            1 => RunWork::Eval(Want::Last),
+            2 => RunWork::Eval(Want::All),
+            _ => RunWork::Step(gens[i]),
+        };
+        out.push(Item { seq: seqs[i], tokens: tokens[at..at + l].to_vec(), work, reuse: kinds[i] & 4 != 0 });
+        at += l;
+    }
+    Ok(out)
 }
 
 #[napi]
 impl NativeContext {
-    /// Evaluates a batch off the JS thread: logits (f32) for tokens whose flag is set, in order.
-    #[napi(ts_return_type = "Promise<Float32Array>")]
-    pub fn evaluate(&self, tokens: Uint32Array, seqs: Uint32Array, logits: Uint8Array) -> Result<AsyncTask<EvaluateTask>> {
-        if tokens.len() != seqs.len() || tokens.len() != logits.len() {
-            return Err(to_napi(CoilError::new(ErrorCode::InvalidArgument, "tokens, sequences and logit flags differ in length")));
-        }
-        let batch =
-            Batch { tokens: tokens.to_vec(), seq: seqs.to_vec(), pos: None, logits: logits.iter().map(|&b| b != 0).collect() };
-        Ok(AsyncTask::new(EvaluateTask { ctx: self.ctx()?.clone(), batch }))
+    /// Runs evaluations and generation steps of several sequences as one batch, off the JS thread.
+    #[napi(ts_return_type = "Promise<RunResult>")]
+    pub fn run(
+        &self,
+        seqs: Uint32Array,
+        kinds: Uint8Array,
+        gens: Uint32Array,
+        lens: Uint32Array,
+        tokens: Uint32Array,
+    ) -> Result<AsyncTask<CtxTask<(Vec<f32>, String), RunResult>>> {
+        let items = items(&seqs, &kinds, &gens, &lens, &tokens).map_err(to_napi)?;
+        self.task(
+            move |r| {
+                let o = r.run(&items)?;
+                let j = o.results_json();
+                Ok((o.logits, j))
+            },
+            |(l, j)| RunResult { logits: Float32Array::new(l), results: j },
+        )
     }
 
     #[napi]
     pub fn position(&self, seq: u32) -> Result<u32> {
-        self.with(|c| c.position(seq))
+        self.with(|r| r.context().position(seq))
     }
 
     #[napi]
     pub fn clear(&self, seq: u32) -> Result<()> {
-        self.with(|c| c.clear(seq))
+        self.with(|r| r.context_mut().clear(seq))
+    }
+
+    #[napi]
+    pub fn fork(&self, src: u32, dst: u32) -> Result<()> {
+        self.with(|r| r.context_mut().fork(src, dst))
+    }
+
+    /// Prompt reuse: rolls `seq` back to the longest prefix of `tokens` (the whole sequence from
+    /// position 0) it holds or can restore without evaluating; returns that length.
+    #[napi]
+    pub fn rewind(&self, seq: u32, tokens: Uint32Array) -> Result<u32> {
+        self.with(|r| r.context_mut().rewind_for(seq, &tokens))
+    }
+
+    #[napi]
+    pub fn checkpoint(&self, seq: u32) -> Result<u32> {
+        self.with(|r| r.context_mut().checkpoint(seq))
+    }
+
+    #[napi]
+    pub fn history(&self, seq: u32) -> Result<Uint32Array> {
+        self.with(|r| r.context().history(seq).map(|h| h.to_vec())).map(Uint32Array::new)
+    }
+
+    #[napi]
+    pub fn checkpoints(&self, seq: u32) -> Result<Uint32Array> {
+        self.with(|r| r.context().checkpoints(seq)).map(Uint32Array::new)
+    }
+
+    #[napi]
+    pub fn checkpoint_bytes(&self) -> Result<f64> {
+        self.with(|r| Ok(r.context().checkpoint_bytes() as f64))
+    }
+
+    #[napi]
+    pub fn set_checkpoint_policy(&self, interval: u32, at_end: bool, budget_bytes: f64) -> Result<()> {
+        self.with(|r| {
+            let budget_bytes = if budget_bytes.is_finite() && budget_bytes >= 0.0 { budget_bytes as u64 } else { u64::MAX };
+            r.context_mut().set_checkpoint_policy(CheckpointPolicy { interval, at_end, budget_bytes });
+            Ok(())
+        })
+    }
+
+    /// Rolls `seq` back to `n` tokens (may re-evaluate a few), off the JS thread.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn truncate(&self, seq: u32, n: u32) -> Result<AsyncTask<CtxTask<(), ()>>> {
+        self.task(move |r| r.context_mut().truncate(seq, n), |_| ())
+    }
+
+    #[napi]
+    pub fn save_state(&self, seq: u32, history: bool, checkpoints: bool) -> Result<Uint8Array> {
+        self.with(|r| r.context().save_sequence(seq, SaveOptions { history, checkpoints })).map(Uint8Array::new)
+    }
+
+    #[napi]
+    pub fn load_state(&self, seq: u32, bytes: &[u8]) -> Result<()> {
+        self.with(|r| r.context_mut().load_sequence(seq, bytes))
+    }
+
+    #[napi]
+    pub fn save_context(&self, history: bool, checkpoints: bool) -> Result<Uint8Array> {
+        self.with(|r| r.context().save_all(SaveOptions { history, checkpoints })).map(Uint8Array::new)
+    }
+
+    #[napi]
+    pub fn load_context(&self, bytes: &[u8]) -> Result<()> {
+        self.with(|r| r.context_mut().load_all(bytes))
     }
 
     #[napi]
     pub fn state_bytes_per_sequence(&self) -> Result<f64> {
-        self.with(|c| Ok(c.state_bytes_per_sequence() as f64))
+        self.with(|r| Ok(r.context().state_bytes_per_sequence() as f64))
     }
 
     /// Memory accounting JSON (see `Context::memory_json`).
     #[napi]
     pub fn memory(&self) -> Result<String> {
-        self.with(|c| Ok(c.memory_json()))
+        self.with(|r| Ok(r.context().memory_json()))
     }
 
     #[napi]
@@ -198,13 +327,24 @@ impl NativeContext {
         self.n_vocab
     }
 
-    /// A generator for sequence `seq`; `params` is the core's GenerateParams JSON.
+    /// A generation on sequence `seq` (`params`: the core's GenerateParams JSON); returns its id.
     #[napi]
-    pub fn create_generator(&self, seq: u32, params: String) -> Result<NativeGenerator> {
-        let ctx = self.ctx()?.clone();
-        let model = ctx.lock().map_err(|_| to_napi(CoilError::new(ErrorCode::Internal, "context lock poisoned")))?.model().clone();
-        let gen = guard(|| Generator::new(model, GenerateParams::from_json(&params)?)).map_err(to_napi)?;
-        Ok(NativeGenerator { ctx, gen: Arc::new(Mutex::new(gen)), seq })
+    pub fn create_generator(&self, seq: u32, params: String) -> Result<u32> {
+        self.with(|r| r.create_generator(seq, GenerateParams::from_json(&params)?))
+    }
+
+    #[napi]
+    pub fn release_generator(&self, id: u32) -> Result<()> {
+        self.with(|r| {
+            r.release_generator(id);
+            Ok(())
+        })
+    }
+
+    /// Ends generation `id`: feeds its last token, returns the text still held back.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn end_generator(&self, id: u32) -> Result<AsyncTask<CtxTask<String, String>>> {
+        self.task(move |r| r.end_generator(id), |s| s)
     }
 
     #[napi]
@@ -247,59 +387,4 @@ pub fn load_model_bytes(prefix: &[u8], file_size: f64) -> Result<NativeModel> {
     guard(|| Model::from_header(GgufFile::parse(prefix, file_size as u64)?))
         .map(|m| NativeModel { inner: Some(Arc::new(m)) })
         .map_err(to_napi)
-}
-
-#[napi]
-pub struct NativeGenerator {
-    ctx: Arc<Mutex<Context>>,
-    gen: Arc<Mutex<Generator>>,
-    seq: u32,
-}
-
-pub enum GenAction {
-    Step(Vec<u32>),
-    End,
-}
-
-pub struct GenerateTask {
-    ctx: Arc<Mutex<Context>>,
-    gen: Arc<Mutex<Generator>>,
-    seq: u32,
-    action: GenAction,
-}
-
-impl Task for GenerateTask {
-    type Output = String;
-    type JsValue = String;
-
-    fn compute(&mut self) -> Result<String> {
-        let poisoned = || to_napi(CoilError::new(ErrorCode::Internal, "lock poisoned"));
-        let mut ctx = self.ctx.lock().map_err(|_| poisoned())?;
-        let mut gen = self.gen.lock().map_err(|_| poisoned())?;
-        let seq = self.seq;
-        match &self.action {
-            GenAction::Step(feed) => guard(|| gen.step(&mut ctx, seq, feed).map(|s| s.to_json())),
-            GenAction::End => guard(|| gen.end(&mut ctx, seq)),
-        }
-        .map_err(to_napi)
-    }
-
-    fn resolve(&mut self, _env: Env, output: String) -> Result<String> {
-        Ok(output)
-    }
-}
-
-#[napi]
-impl NativeGenerator {
-    /// Feeds `feed` and samples the next token off the JS thread: JSON `{"token","text","stop"}`.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn step(&self, feed: Uint32Array) -> AsyncTask<GenerateTask> {
-        AsyncTask::new(GenerateTask { ctx: self.ctx.clone(), gen: self.gen.clone(), seq: self.seq, action: GenAction::Step(feed.to_vec()) })
-    }
-
-    /// Feeds the last sampled token and returns the text still held back.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn end(&self) -> AsyncTask<GenerateTask> {
-        AsyncTask::new(GenerateTask { ctx: self.ctx.clone(), gen: self.gen.clone(), seq: self.seq, action: GenAction::End })
-    }
 }

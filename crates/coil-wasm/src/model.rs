@@ -1,10 +1,12 @@
-//! `WasmModel` and `WasmContext`: coil-core's `Model` and `Context` held by JS. Thin: each method
+//! `WasmModel` and `WasmContext`: coil-core's `Model` and a `Runner` (a `Context` and its
+//! generations) held by JS. Thin: each method
 //! converts arguments and forwards to the core. Weights arrive in chunks pushed by the facade.
 
 use std::sync::Arc;
 
-use coil_core::context::{Batch, Context, ContextParams, KvType};
-use coil_core::generate::{GenerateParams, Generator};
+use coil_core::context::{CheckpointPolicy, Context, ContextParams, KvType, SaveOptions};
+use coil_core::generate::runner::{Item, Runner, Want, Work};
+use coil_core::generate::GenerateParams;
 use coil_core::gguf::GgufFile;
 use coil_core::model::Model;
 use coil_core::{CoilError, ErrorCode};
@@ -90,71 +92,155 @@ impl WasmModel {
         let kv_type = KvType::parse(kv_type).map_err(to_js)?;
         let params = ContextParams { n_seq_max, n_threads: n_threads as usize, n_ctx, kv_type, ..ContextParams::default() };
         let ctx = Context::new(self.inner.clone(), params).map_err(to_js)?;
-        Ok(WasmContext { inner: ctx })
+        Ok(WasmContext { inner: Runner::new(ctx), logits: Vec::new() })
     }
 }
 
 #[wasm_bindgen]
 pub struct WasmContext {
-    inner: Context,
+    inner: Runner,
+    /// The logits of the last `run`, taken by `takeLogits`.
+    logits: Vec<f32>,
+}
+
+/// Items of a batch from the flat arrays the facade sends (the same encoding as the native
+/// binding: kind low bits 0/1/2 evaluate with no/last/all logits, 3 a generation step; +4 reuse).
+fn items(seqs: &[u32], kinds: &[u8], gens: &[u32], lens: &[u32], tokens: &[u32]) -> Result<Vec<Item>, JsValue> {
+    let n = seqs.len();
+    let bad = |m: &str| to_js(CoilError::new(ErrorCode::InvalidArgument, m.to_string()));
+    if kinds.len() != n || gens.len() != n || lens.len() != n {
+        return Err(bad("batch arrays differ in length"));
+    }
+    if lens.iter().map(|&l| l as u64).sum::<u64>() != tokens.len() as u64 {
+        return Err(bad("item lengths do not add up to the tokens"));
+    }
+    let mut at = 0usize;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let l = lens[i] as usize;
+        let work = match kinds[i] & 3 {
+            0 => Work::Eval(Want::None),
+            1 => Work::Eval(Want::Last),
+            2 => Work::Eval(Want::All),
+            _ => Work::Step(gens[i]),
+        };
+        out.push(Item { seq: seqs[i], tokens: tokens[at..at + l].to_vec(), work, reuse: kinds[i] & 4 != 0 });
+        at += l;
+    }
+    Ok(out)
 }
 
 #[wasm_bindgen]
 impl WasmContext {
-    /// Evaluates a batch: logits (f32) for tokens whose flag is set, in order.
-    pub fn evaluate(&mut self, tokens: &[u32], seqs: &[u32], logits: &[u8]) -> Result<Vec<f32>, JsValue> {
-        if tokens.len() != seqs.len() || tokens.len() != logits.len() {
-            return Err(to_js(CoilError::new(ErrorCode::InvalidArgument, "tokens, sequences and logit flags differ in length")));
-        }
-        let batch = Batch { tokens: tokens.to_vec(), seq: seqs.to_vec(), pos: None, logits: logits.iter().map(|&b| b != 0).collect() };
-        self.inner.evaluate(&batch).map(|l| l.into_vec()).map_err(to_js)
+    /// Runs evaluations and generation steps of several sequences as one batch; returns the
+    /// per-item results (JSON); the logits follow with `takeLogits`.
+    pub fn run(&mut self, seqs: &[u32], kinds: &[u8], gens: &[u32], lens: &[u32], tokens: &[u32]) -> Result<String, JsValue> {
+        let items = items(seqs, kinds, gens, lens, tokens)?;
+        let o = self.inner.run(&items).map_err(to_js)?;
+        self.logits = o.logits.clone();
+        Ok(o.results_json())
+    }
+
+    #[wasm_bindgen(js_name = takeLogits)]
+    pub fn take_logits(&mut self) -> Vec<f32> {
+        std::mem::take(&mut self.logits)
     }
 
     pub fn position(&self, seq: u32) -> Result<u32, JsValue> {
-        self.inner.position(seq).map_err(to_js)
+        self.inner.context().position(seq).map_err(to_js)
     }
 
     pub fn clear(&mut self, seq: u32) -> Result<(), JsValue> {
-        self.inner.clear(seq).map_err(to_js)
+        self.inner.context_mut().clear(seq).map_err(to_js)
+    }
+
+    pub fn fork(&mut self, src: u32, dst: u32) -> Result<(), JsValue> {
+        self.inner.context_mut().fork(src, dst).map_err(to_js)
+    }
+
+    /// Prompt reuse: rolls `seq` back to the longest prefix of `tokens` it holds or can restore
+    /// without evaluating; returns that length.
+    pub fn rewind(&mut self, seq: u32, tokens: &[u32]) -> Result<u32, JsValue> {
+        self.inner.context_mut().rewind_for(seq, tokens).map_err(to_js)
+    }
+
+    pub fn checkpoint(&mut self, seq: u32) -> Result<u32, JsValue> {
+        self.inner.context_mut().checkpoint(seq).map_err(to_js)
+    }
+
+    pub fn history(&self, seq: u32) -> Result<Vec<u32>, JsValue> {
+        self.inner.context().history(seq).map(|h| h.to_vec()).map_err(to_js)
+    }
+
+    pub fn checkpoints(&self, seq: u32) -> Result<Vec<u32>, JsValue> {
+        self.inner.context().checkpoints(seq).map_err(to_js)
+    }
+
+    #[wasm_bindgen(js_name = checkpointBytes)]
+    pub fn checkpoint_bytes(&self) -> f64 {
+        self.inner.context().checkpoint_bytes() as f64
+    }
+
+    #[wasm_bindgen(js_name = setCheckpointPolicy)]
+    pub fn set_checkpoint_policy(&mut self, interval: u32, at_end: bool, budget_bytes: f64) {
+        let budget_bytes = if budget_bytes.is_finite() && budget_bytes >= 0.0 { budget_bytes as u64 } else { u64::MAX };
+        self.inner.context_mut().set_checkpoint_policy(CheckpointPolicy { interval, at_end, budget_bytes });
+    }
+
+    pub fn truncate(&mut self, seq: u32, n: u32) -> Result<(), JsValue> {
+        self.inner.context_mut().truncate(seq, n).map_err(to_js)
+    }
+
+    #[wasm_bindgen(js_name = saveState)]
+    pub fn save_state(&self, seq: u32, history: bool, checkpoints: bool) -> Result<Vec<u8>, JsValue> {
+        self.inner.context().save_sequence(seq, SaveOptions { history, checkpoints }).map_err(to_js)
+    }
+
+    #[wasm_bindgen(js_name = loadState)]
+    pub fn load_state(&mut self, seq: u32, bytes: &[u8]) -> Result<(), JsValue> {
+        self.inner.context_mut().load_sequence(seq, bytes).map_err(to_js)
+    }
+
+    #[wasm_bindgen(js_name = saveContext)]
+    pub fn save_context(&self, history: bool, checkpoints: bool) -> Result<Vec<u8>, JsValue> {
+        self.inner.context().save_all(SaveOptions { history, checkpoints }).map_err(to_js)
+    }
+
+    #[wasm_bindgen(js_name = loadContext)]
+    pub fn load_context(&mut self, bytes: &[u8]) -> Result<(), JsValue> {
+        self.inner.context_mut().load_all(bytes).map_err(to_js)
     }
 
     #[wasm_bindgen(js_name = stateBytesPerSequence)]
     pub fn state_bytes_per_sequence(&self) -> f64 {
-        self.inner.state_bytes_per_sequence() as f64
+        self.inner.context().state_bytes_per_sequence() as f64
     }
 
     /// Memory accounting JSON (see `Context::memory_json`).
     pub fn memory(&self) -> String {
-        self.inner.memory_json()
+        self.inner.context().memory_json()
     }
 
     #[wasm_bindgen(js_name = nVocab)]
     pub fn n_vocab(&self) -> u32 {
-        self.inner.model().hparams().map(|h| h.n_vocab as u32).unwrap_or(0)
+        self.inner.context().model().hparams().map(|h| h.n_vocab as u32).unwrap_or(0)
     }
 
-    /// A generator for sequence `seq`; `params` is the core's GenerateParams JSON.
+    /// A generation on sequence `seq` (`params`: the core's GenerateParams JSON); returns its id.
     #[wasm_bindgen(js_name = createGenerator)]
-    pub fn create_generator(&self, seq: u32, params: &str) -> Result<WasmGenerator, JsValue> {
+    pub fn create_generator(&mut self, seq: u32, params: &str) -> Result<u32, JsValue> {
         let params = GenerateParams::from_json(params).map_err(to_js)?;
-        Ok(WasmGenerator { gen: Generator::new(self.inner.model().clone(), params).map_err(to_js)?, seq })
+        self.inner.create_generator(seq, params).map_err(to_js)
     }
 
-    /// One generation step on `gen`'s sequence: JSON `{"token","text","stop"}`.
-    #[wasm_bindgen(js_name = generatorStep)]
-    pub fn generator_step(&mut self, gen: &mut WasmGenerator, feed: &[u32]) -> Result<String, JsValue> {
-        gen.gen.step(&mut self.inner, gen.seq, feed).map(|s| s.to_json()).map_err(to_js)
+    #[wasm_bindgen(js_name = releaseGenerator)]
+    pub fn release_generator(&mut self, id: u32) {
+        self.inner.release_generator(id);
     }
 
-    /// Ends `gen`: feeds the last sampled token, returns the text still held back.
-    #[wasm_bindgen(js_name = generatorEnd)]
-    pub fn generator_end(&mut self, gen: &mut WasmGenerator) -> Result<String, JsValue> {
-        gen.gen.end(&mut self.inner, gen.seq).map_err(to_js)
+    /// Ends generation `id`: feeds its last token, returns the text still held back.
+    #[wasm_bindgen(js_name = endGenerator)]
+    pub fn end_generator(&mut self, id: u32) -> Result<String, JsValue> {
+        self.inner.end_generator(id).map_err(to_js)
     }
-}
-
-#[wasm_bindgen]
-pub struct WasmGenerator {
-    gen: Generator,
-    seq: u32,
 }

@@ -151,6 +151,12 @@ impl HybridMemory {
         Ok(())
     }
 
+    /// Sets `seq`'s position without touching its state: the sequence tree (`tree.rs`) restores
+    /// recurrent states and rolls the KV cells back itself, then records where the sequence is.
+    pub(crate) fn set_position(&mut self, seq: usize, n: u32) {
+        self.pos[seq] = n;
+    }
+
     /// Floats of one sequence's recurrent state (all recurrent layers: conv states, then SSM
     /// states).
     pub fn recurrent_len(&self) -> usize {

@@ -13,9 +13,17 @@
 //! in a batch is checked before any state changes, so a failed `evaluate` leaves every sequence
 //! exactly as it was.
 //!
-//! Internally a batch is regrouped so each sequence's tokens are contiguous and cut into
-//! micro-batches of at most `n_ubatch` tokens; within a micro-batch the projections run as one
-//! batched matmul over all tokens and the conv and scan run per sequence on its slot, in place.
+//! Internally a batch is regrouped by sequence and cut into micro-batches of at most `n_ubatch`
+//! tokens in which every sequence has the same number of tokens (`split`); within a micro-batch
+//! the projections run as one batched matmul over all tokens and the conv and scan step every
+//! sequence on its slot, in place.
+//!
+//! Sequence operations beyond evaluation — fork, truncate (rollback through checkpoints), prompt
+//! reuse — live in `tree`; saving and restoring states in `state_io`.
+
+mod split;
+pub mod state_io;
+mod tree;
 
 pub mod kv;
 pub mod memory;
@@ -40,6 +48,9 @@ pub fn default_context_length(hp: &HParams) -> u32 {
         n => (n as u64).min(DEFAULT_CONTEXT_CAP as u64) as u32,
     }
 }
+
+pub use state_io::SaveOptions;
+pub use tree::CheckpointPolicy;
 
 /// Parameters of a [`Context`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,8 +179,9 @@ pub struct Context {
     pool: ThreadPool,
     mem: HybridMemory,
     scratch: Scratch,
-    /// Reused per evaluate: the batch regrouped by sequence.
-    order: Vec<usize>,
+    /// Token histories, checkpoints and copy-on-write forks of every slot (see `tree`).
+    tree: tree::Tree,
+    /// Reused per evaluate: the tokens of one micro-batch.
     tokens: Vec<u32>,
 }
 
@@ -205,7 +217,7 @@ impl Context {
             pool: ThreadPool::new(params.n_threads),
             mem,
             scratch: Scratch::default(),
-            order: Vec::new(),
+            tree: tree::Tree::new(params.n_seq_max as usize),
             tokens: Vec::new(),
             model,
             params,
@@ -295,27 +307,26 @@ impl Context {
 
     /// Resets `seq` to the empty state (position 0): recurrent state and KV cells.
     pub fn clear(&mut self, seq: u32) -> Result<()> {
-        self.check_seq(seq)?;
+        let s = self.check_seq(seq)?;
+        self.tree.reset(&mut self.mem.rec, s);
         self.mem.clear(seq)
     }
 
     /// Resets every sequence.
     pub fn clear_all(&mut self) {
         self.mem.clear_all();
-    }
-
-    /// Makes sequence `dst` a copy of `src` (recurrent state copied, KV cells shared).
-    pub fn fork(&mut self, src: u32, dst: u32) -> Result<()> {
-        self.check_seq(src)?;
-        self.check_seq(dst)?;
-        self.mem.fork(src, dst)
+        let policy = self.tree.policy;
+        self.tree = tree::Tree::new(self.mem.n_seq());
+        self.tree.policy = policy;
     }
 
     /// A copy of `seq`'s recurrent state (conv states of every recurrent layer, then SSM
     /// states), for tests and debugging.
     pub fn state_snapshot(&self, seq: u32) -> Result<Vec<f32>> {
-        self.check_seq(seq)?;
-        self.mem.recurrent_state(seq)
+        let s = self.check_seq(seq)?;
+        let mut v = Vec::new();
+        self.mem.rec.copy_slot(self.tree.source(s), &mut v);
+        Ok(v)
     }
 
     /// Evaluates `batch`; returns the logits of the tokens that asked, in batch order.
@@ -386,10 +397,19 @@ impl Context {
             .collect();
         self.mem.check_capacity_all(&per_seq)?;
 
-        // ---- Regroup by sequence (stable), cut into micro-batches. ----
-        self.order.clear();
-        self.order.extend(0..n);
-        self.order.sort_by_key(|&i| batch.seq[i]);
+        // ---- Regroup by sequence (stable), plan equal-length micro-batches. ----
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&i| batch.seq[i]);
+            for bi in order {
+                let slot = batch.seq[bi] as usize;
+                match groups.last_mut() {
+                    Some((s, v)) if *s == slot => v.push(bi),
+                    _ => groups.push((slot, vec![bi])),
+                }
+            }
+        }
         let n_req = batch.logits.iter().filter(|&&b| b).count();
         // Logit row of each batch index (batch order).
         let mut row_of = vec![u32::MAX; n];
@@ -414,30 +434,34 @@ impl Context {
         }
 
         let ub = self.params.n_ubatch;
+        let interval = self.tree.policy.interval;
+        let starts: Vec<u32> = groups.iter().map(|(s, _)| start_pos[*s]).collect();
+        let lens: Vec<usize> = groups.iter().map(|(_, v)| v.len()).collect();
+        let plan = split::split_equal(&starts, &lens, ub, interval);
         // Activation memory for the largest micro-batch, before any state changes.
-        self.scratch.ensure(&w.hp, n.min(ub), n_req.min(ub))?;
+        let biggest = plan.iter().map(|mb| mb.iter().map(|r| r.2).sum::<usize>()).max().unwrap_or(0);
+        self.scratch.ensure(&w.hp, biggest, n_req.min(biggest))?;
         self.mem.reserve(&per_seq)?;
-        // Position of each sequence's next token as the micro-batches go.
-        let mut cur = start_pos.clone();
+        // Forks that share a touched slot's state get their own copy first (copy-on-write).
+        for (s, _) in &groups {
+            self.tree.detach(&mut self.mem.rec, *s);
+        }
         let mut segs: Vec<Segment> = Vec::new();
         let mut outputs: Vec<(usize, usize)> = Vec::new();
-        let mut start = 0;
         let result = (|| -> Result<()> {
-            while start < n {
-                let end = (start + ub).min(n);
+            for mb in &plan {
                 self.tokens.clear();
                 segs.clear();
                 outputs.clear();
-                for (r, &bi) in self.order[start..end].iter().enumerate() {
-                    self.tokens.push(batch.tokens[bi]);
-                    let slot = batch.seq[bi] as usize;
-                    match segs.last_mut() {
-                        Some(sg) if sg.slot == slot => sg.len += 1,
-                        _ => segs.push(Segment { slot, start: r, len: 1, pos: cur[slot] as usize }),
-                    }
-                    cur[slot] += 1;
-                    if row_of[bi] != u32::MAX {
-                        outputs.push((r, row_of[bi] as usize));
+                for &(g, off, k) in mb {
+                    let (slot, idx) = &groups[g];
+                    let pos = (starts[g] as usize) + off;
+                    segs.push(Segment { slot: *slot, start: self.tokens.len(), len: k, pos });
+                    for &bi in &idx[off..off + k] {
+                        if row_of[bi] != u32::MAX {
+                            outputs.push((self.tokens.len(), row_of[bi] as usize));
+                        }
+                        self.tokens.push(batch.tokens[bi]);
                     }
                 }
                 forward(
@@ -451,7 +475,14 @@ impl Context {
                     &outputs,
                     &mut out.data,
                 )?;
-                start = end;
+                if interval > 0 {
+                    for &(g, off, k) in mb {
+                        let p = starts[g] + (off + k) as u32;
+                        if p % interval == 0 {
+                            self.tree.snapshot(&self.mem.rec, groups[g].0, p);
+                        }
+                    }
+                }
             }
             Ok(())
         })();
@@ -459,6 +490,13 @@ impl Context {
             Ok(()) => {
                 for &(s, _) in &per_seq {
                     self.mem.commit(s, next[s as usize]);
+                }
+                for (slot, idx) in &groups {
+                    let h = std::sync::Arc::make_mut(&mut self.tree.seqs[*slot].history);
+                    h.extend(idx.iter().map(|&bi| batch.tokens[bi]));
+                    if self.tree.policy.at_end && idx.len() > 1 {
+                        self.tree.snapshot(&self.mem.rec, *slot, next[*slot]);
+                    }
                 }
                 Ok(())
             }
@@ -468,6 +506,7 @@ impl Context {
                 // (recurrent states advanced, KV cells written): reset both rather than leave
                 // them inconsistent with their positions; release every reservation.
                 for &(s, _) in &per_seq {
+                    self.tree.reset(&mut self.mem.rec, s as usize);
                     let _ = self.mem.clear(s);
                 }
                 Err(CoilError::new(

@@ -42,6 +42,7 @@
 //! EOG token that ended generation; `max_tokens` limits its length. Precedence when one token
 //! triggers several: Eos, then Stop, then MaxTokens.
 
+pub mod runner;
 pub mod stop;
 
 use std::sync::Arc;
@@ -311,6 +312,42 @@ impl Generator {
             }
         }
         self.advance_inner(toks, logits)
+    }
+
+    /// For a caller that evaluates several generations in one batch ([`runner::Runner`]): checks
+    /// what [`Generator::step`] checks — the model, the sequence, that it is where this generation
+    /// left it — and returns the tokens this step feeds. Changes nothing.
+    pub fn next_feed(&self, ctx: &Context, seq: u32, feed: &[u32]) -> Result<Vec<u32>> {
+        self.check_can_step()?;
+        if !Arc::ptr_eq(ctx.model(), &self.model) {
+            return Err(bad("the context belongs to a different model than the generator"));
+        }
+        if let Some(s) = self.seq {
+            if s != seq {
+                return Err(bad(format!("this generation runs on sequence {s}, not {seq}")));
+            }
+        }
+        let mut one = [0u32; 1];
+        let toks = self.resolve_feed(feed, &mut one)?.to_vec();
+        let pos = ctx.position(seq)?;
+        if let Some(want) = self.position() {
+            if pos as u64 != want {
+                return Err(bad(format!(
+                    "sequence {seq} is at position {pos}, but this generation left it at {want}: it was changed between steps"
+                )));
+            }
+        }
+        Ok(toks)
+    }
+
+    /// Continues after the caller evaluated `fed` (from [`Generator::next_feed`]) on `seq`,
+    /// which was at `pos_before`; `logits` are those after the last fed token. As `step` would.
+    pub fn advance_on(&mut self, seq: u32, pos_before: u32, fed: &[u32], logits: &[f32]) -> Result<Step> {
+        if self.start_pos.is_none() {
+            self.start_pos = Some(pos_before);
+            self.seq = Some(seq);
+        }
+        self.advance(fed, logits)
     }
 
     fn advance_inner(&mut self, fed: &[u32], logits: &[f32]) -> Result<Step> {
