@@ -25,7 +25,7 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
                 rec_bytes: <$d>::RB,
                 pack: <$d>::pack,
                 tile: $tile,
-                rm: 2,
+                rm: 1,
                 rn: 4,
                 pre: None,
             })
@@ -65,6 +65,48 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
         GgmlType::Q6_K => k!(tile_q6_k),
         _ => return None,
     })
+}
+
+/// `$body` for `$i` = 0, 1, .., `$n - 1` (`$n` a constant ≤ 8), unrolled in the source: LLVM
+/// leaves short loops over register arrays rolled on wasm32 and then keeps the arrays in linear
+/// memory (stores and reloads on every step); unrolled, every index is a constant and the arrays
+/// become plain values.
+macro_rules! unroll {
+    ($n:expr, |$i:ident| $body:block) => {{
+        debug_assert!($n <= 8);
+        if 0 < $n {
+            let $i: usize = 0;
+            $body
+        }
+        if 1 < $n {
+            let $i: usize = 1;
+            $body
+        }
+        if 2 < $n {
+            let $i: usize = 2;
+            $body
+        }
+        if 3 < $n {
+            let $i: usize = 3;
+            $body
+        }
+        if 4 < $n {
+            let $i: usize = 4;
+            $body
+        }
+        if 5 < $n {
+            let $i: usize = 5;
+            $body
+        }
+        if 6 < $n {
+            let $i: usize = 6;
+            $body
+        }
+        if 7 < $n {
+            let $i: usize = 7;
+            $body
+        }
+    }};
 }
 
 #[inline(always)]
@@ -461,8 +503,8 @@ fn lane_splat<const J: usize>(v: v128) -> v128 {
     i32x4_shuffle::<J, J, J, J>(v, v)
 }
 
-/// Block `g0 + J` of the group: the weight scales (and mins) come converted, 4 blocks at a time,
-/// in `dw` (and `mw`) lane J.
+/// Block `g` = group start + J: the weight scales (and mins) come converted, 4 blocks at a
+/// time, in `dw` (and `mw`) lane J. One row at a time is decoded and used by every token.
 #[inline(always)]
 unsafe fn leg_block<D: DecW, const J: usize, const RM: usize, const RN: usize>(
     a: &TileArgs,
@@ -471,28 +513,28 @@ unsafe fn leg_block<D: DecW, const J: usize, const RM: usize, const RN: usize>(
     mw: &[v128; RM],
     acc: &mut [[v128; RN]; RM],
 ) {
-    let mut q = [[i16x8_splat(0); 4]; RM];
-    let mut ds = [f32x4_splat(0.0); RM];
-    let mut ms = [f32x4_splat(0.0); RM];
-    for r in 0..RM {
-        q[r] = D::decode(a.w.add(r * a.row_bytes + g * D::GB));
-        ds[r] = lane_splat::<J>(dw[r]);
-        if D::EXTRA {
-            ms[r] = lane_splat::<J>(mw[r]);
-        }
-    }
-    for t in 0..RN {
+    let mut dx = [f32x4_splat(0.0); RN];
+    let mut xe = [f32x4_splat(0.0); RN];
+    unroll!(RN, |t| {
         let rec = a.act.add(t * a.act_stride + g * D::RB);
-        let dx = v128_load32_splat(rec.add(64) as *const u32);
-        for r in 0..RM {
-            let is = dot32(&q[r], rec);
-            let mut s = f32x4_add(acc[r][t], f32x4_mul(f32x4_convert_i32x4(is), f32x4_mul(ds[r], dx)));
+        dx[t] = v128_load32_splat(rec.add(64) as *const u32);
+        if D::EXTRA {
+            xe[t] = v128_load32_splat(rec.add(68) as *const u32);
+        }
+    });
+    unroll!(RM, |r| {
+        let q = D::decode(a.w.add(r * a.row_bytes + g * D::GB));
+        let ds = lane_splat::<J>(dw[r]);
+        unroll!(RN, |t| {
+            let rec = a.act.add(t * a.act_stride + g * D::RB);
+            let is = dot32(&q, rec);
+            let mut s = f32x4_add(acc[r][t], f32x4_mul(f32x4_convert_i32x4(is), f32x4_mul(ds, dx[t])));
             if D::EXTRA {
-                s = f32x4_add(s, f32x4_mul(ms[r], v128_load32_splat(rec.add(68) as *const u32)));
+                s = f32x4_add(s, f32x4_mul(lane_splat::<J>(mw[r]), xe[t]));
             }
             acc[r][t] = s;
-        }
-    }
+        });
+    });
 }
 
 /// Legacy quants: per block, the integer dot of the i16 weights and activations, times
@@ -507,13 +549,13 @@ unsafe fn tile_q<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs) {
         let k = (n_groups - g0).min(4);
         let mut dw = [f32x4_splat(0.0); RM];
         let mut mw = [f32x4_splat(0.0); RM];
-        for r in 0..RM {
+        unroll!(RM, |r| {
             let p = a.w.add(r * a.row_bytes + g0 * D::GB);
             dw[r] = gather_h4(p.add(D::D_OFF), D::GB, k);
             if D::EXTRA {
                 mw[r] = gather_h4(p.add(D::M_OFF), D::GB, k);
             }
-        }
+        });
         leg_block::<D, 0, RM, RN>(a, g0, &dw, &mw, &mut acc);
         if k > 1 {
             leg_block::<D, 1, RM, RN>(a, g0 + 1, &dw, &mw, &mut acc);
@@ -526,11 +568,11 @@ unsafe fn tile_q<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs) {
         }
         g0 += k;
     }
-    for t in 0..RN {
-        for r in 0..RM {
+    unroll!(RN, |t| {
+        unroll!(RM, |r| {
             *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
-        }
-    }
+        });
+    });
 }
 
 /// Like `tile_dispatch!` (tiles of up to `$rm` rows × `$rn` tokens), except that a single token
@@ -565,11 +607,11 @@ macro_rules! tile_dispatch_mv {
     };
 }
 
-tile_dispatch_mv!(tile_q4_0, tile_q::<Q4_0>, 2, 4, 4);
-tile_dispatch_mv!(tile_q4_1, tile_q::<Q4_1>, 2, 4, 4);
-tile_dispatch_mv!(tile_q5_0, tile_q::<Q5_0>, 2, 4, 4);
-tile_dispatch_mv!(tile_q5_1, tile_q::<Q5_1>, 2, 4, 4);
-tile_dispatch_mv!(tile_q8_0, tile_q::<Q8_0>, 2, 4, 4);
+tile_dispatch_mv!(tile_q4_0, tile_q::<Q4_0>, 1, 4, 4);
+tile_dispatch_mv!(tile_q4_1, tile_q::<Q4_1>, 1, 4, 4);
+tile_dispatch_mv!(tile_q5_0, tile_q::<Q5_0>, 1, 4, 4);
+tile_dispatch_mv!(tile_q5_1, tile_q::<Q5_1>, 1, 4, 4);
+tile_dispatch_mv!(tile_q8_0, tile_q::<Q8_0>, 1, 4, 4);
 tile_dispatch!(tile_q4_k, tile_k::<Q4K>, 2, 4);
 tile_dispatch!(tile_q5_k, tile_k::<Q5K>, 2, 4);
 tile_dispatch!(tile_q6_k, tile_k::<Q6K>, 2, 4);
@@ -738,13 +780,13 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n = a.n_cols;
     let mut acc = [[f32x4_splat(0.0); RN]; RM];
     let mut rows = [a.w; RM];
-    for (r, p) in rows.iter_mut().enumerate() {
-        *p = a.w.add(r * a.row_bytes);
-    }
+    unroll!(RM, |r| {
+        rows[r] = a.w.add(r * a.row_bytes);
+    });
     let mut xs = [a.act; RN];
-    for (t, p) in xs.iter_mut().enumerate() {
-        *p = a.act.add(t * a.act_stride);
-    }
+    unroll!(RN, |t| {
+        xs[t] = a.act.add(t * a.act_stride);
+    });
     let mut m = u16x8_splat(0);
     let mut i = 0;
     // Every path adds the products of values 4k..4k+3 to an accumulator in the order k = 0, 1, ..
@@ -754,44 +796,44 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
         // Activations of all tokens first, then one row's weights at a time (fewer live vectors).
         let mut x0 = [f32x4_splat(0.0); RN];
         let mut x1 = [f32x4_splat(0.0); RN];
-        for t in 0..RN {
+        unroll!(RN, |t| {
             x0[t] = ld(xs[t].add(4 * i));
             x1[t] = ld(xs[t].add(4 * i + 16));
-        }
-        for r in 0..RM {
+        });
+        unroll!(RM, |r| {
             let (w0, w1) = W::load8(rows[r], i, &mut m);
-            for t in 0..RN {
+            unroll!(RN, |t| {
                 let s = f32x4_add(acc[r][t], f32x4_mul(w0, x0[t]));
                 acc[r][t] = f32x4_add(s, f32x4_mul(w1, x1[t]));
-            }
-        }
+            });
+        });
         i += 8;
     }
     while i + 4 <= n {
         let mut wv = [f32x4_splat(0.0); RM];
-        for r in 0..RM {
+        unroll!(RM, |r| {
             wv[r] = W::load4(rows[r], i, &mut m);
-        }
-        for t in 0..RN {
+        });
+        unroll!(RN, |t| {
             let xv = ld(xs[t].add(4 * i));
-            for r in 0..RM {
+            unroll!(RM, |r| {
                 acc[r][t] = f32x4_add(acc[r][t], f32x4_mul(wv[r], xv));
-            }
-        }
+            });
+        });
         i += 4;
     }
     if W::redo(m) {
         return tile_fl::<WF16Exact, RM, RN>(a);
     }
-    for t in 0..RN {
-        for r in 0..RM {
+    unroll!(RN, |t| {
+        unroll!(RM, |r| {
             let mut s = hsum(acc[r][t]);
             for j in i..n {
                 s += W::scalar(rows[r], j) * rd_f32(xs[t].add(4 * j));
             }
             *a.out.add(t * a.out_stride + r) = s;
-        }
-    }
+        });
+    });
 }
 
 /// F16 rows to f32 rows (exact, infinities and NaNs included), for [`PreDecode`]: then
