@@ -25,7 +25,7 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
                 rec_bytes: <$d>::RB,
                 pack: <$d>::pack,
                 tile: $tile,
-                rm: 1,
+                rm: 2,
                 rn: 4,
                 pre: None,
             })
@@ -434,33 +434,33 @@ unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
     for g in 0..n_groups {
         let mut rows = [a.w; RM];
         let mut head = [KHead { sc: [0; 16], m: [0; 8], d: 0.0, dmin: 0.0 }; RM];
-        for r in 0..RM {
+        unroll!(RM, |r| {
             rows[r] = a.w.add(r * a.row_bytes + g * K::GB);
             head[r] = K::head(rows[r]);
-        }
+        });
         let mut recs = [a.act; RN];
-        for (t, rec) in recs.iter_mut().enumerate() {
-            *rec = a.act.add(t * a.act_stride + g * K_RB);
-        }
+        unroll!(RN, |t| {
+            recs[t] = a.act.add(t * a.act_stride + g * K_RB);
+        });
         let mut isum = [[i32x4_splat(0); RN]; RM];
         for s in 0..K::NSUB {
-            for r in 0..RM {
+            unroll!(RM, |r| {
                 let mut w = [i32x4_splat(0); 4];
                 K::sub(rows[r], s, &mut w);
                 let scv = i32x4_splat(head[r].sc[s]);
-                for t in 0..RN {
+                unroll!(RN, |t| {
                     let x = recs[t].add(s * K::UNITS * 16);
                     let mut dot = i32x4_dot_i16x8(w[0], ld(x));
                     for u in 1..K::UNITS {
                         dot = i32x4_add(dot, i32x4_dot_i16x8(w[u], ld(x.add(16 * u))));
                     }
                     isum[r][t] = i32x4_add(isum[r][t], i32x4_mul(dot, scv));
-                }
-            }
+                });
+            });
         }
-        for t in 0..RN {
+        unroll!(RN, |t| {
             let dx = rd_f32(recs[t].add(576));
-            for r in 0..RM {
+            unroll!(RM, |r| {
                 let mut s =
                     f32x4_add(acc[r][t], f32x4_mul(f32x4_convert_i32x4(isum[r][t]), f32x4_splat(head[r].d * dx)));
                 if K::MINS {
@@ -471,14 +471,14 @@ unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
                     s = f32x4_add(s, f32x4_splat(mi as f32 * (-head[r].dmin * dx) * 0.25));
                 }
                 acc[r][t] = s;
-            }
-        }
+            });
+        });
     }
-    for t in 0..RN {
-        for r in 0..RM {
+    unroll!(RN, |t| {
+        unroll!(RM, |r| {
             *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
-        }
-    }
+        });
+    });
 }
 
 /// Up to 4 halves at `p`, `p + stride`, .. (`k` of them; the other lanes 0) as f32x4 (exact).
@@ -607,11 +607,11 @@ macro_rules! tile_dispatch_mv {
     };
 }
 
-tile_dispatch_mv!(tile_q4_0, tile_q::<Q4_0>, 1, 4, 4);
-tile_dispatch_mv!(tile_q4_1, tile_q::<Q4_1>, 1, 4, 4);
-tile_dispatch_mv!(tile_q5_0, tile_q::<Q5_0>, 1, 4, 4);
-tile_dispatch_mv!(tile_q5_1, tile_q::<Q5_1>, 1, 4, 4);
-tile_dispatch_mv!(tile_q8_0, tile_q::<Q8_0>, 1, 4, 4);
+tile_dispatch_mv!(tile_q4_0, tile_q::<Q4_0>, 2, 4, 4);
+tile_dispatch_mv!(tile_q4_1, tile_q::<Q4_1>, 2, 4, 4);
+tile_dispatch_mv!(tile_q5_0, tile_q::<Q5_0>, 2, 4, 4);
+tile_dispatch_mv!(tile_q5_1, tile_q::<Q5_1>, 2, 4, 4);
+tile_dispatch_mv!(tile_q8_0, tile_q::<Q8_0>, 2, 4, 4);
 tile_dispatch!(tile_q4_k, tile_k::<Q4K>, 2, 4);
 tile_dispatch!(tile_q5_k, tile_k::<Q5K>, 2, 4);
 tile_dispatch!(tile_q6_k, tile_k::<Q6K>, 2, 4);
