@@ -858,5 +858,5 @@ unsafe fn decode_f16_rows(rows: usize, a: &TileArgs, dst: *mut u8) {
 }
 
 tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 4, 2, 8);
-tile_dispatch!(tile_f16, tile_fl::<WF16>, 4, 2);
+tile_dispatch_mv!(tile_f16, tile_fl::<WF16>, 4, 2, 8);
 tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 2);
