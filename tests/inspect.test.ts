@@ -110,6 +110,13 @@ describe("backends", () => {
     for (const t of ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]) {
       expect(wasmPaths).toContain(`matmul/simd128/${t}`);
     }
+    // Exact checks (0 = pass): each token of a batch (pre-decoded panels, several token tiles)
+    // equals the same token alone; the SIMD f16 conversions equal the scalar one on all 65536
+    // halves, and the fast one's infinity/NaN detection triggers exactly when it must.
+    const exact = Object.fromEntries(w.kernels.map((k) => [k.path, k.max_rel_diff]));
+    expect(exact["matmul/simd128/batch=alone"]).toBe(0);
+    expect(exact["f16conv/simd128"]).toBe(0);
+    expect(n.kernels.find((k) => k.path === "matmul/scalar/batch=alone")?.max_rel_diff).toBe(0);
     // Native: the x86 paths this CPU runs (AVX2 at least on any x86-64 this project targets).
     const nativePaths = n.kernels.map((k) => k.path);
     expect(nativePaths).toContain("dot/scalar");

@@ -31,9 +31,9 @@
 //!
 //! Work split: rows are cut into tasks (about 8 per thread) handed out dynamically. Matrix-vector
 //! products prefetch the weights 8 KiB ahead (they stream from memory once); with more tokens than
-//! a tile holds (8 on AVX-512), quantized rows are decoded once per panel and token block into a
-//! per-thread buffer and reused by every token tile (prompt processing is compute-bound). The
-//! activation quantization runs once per call (in parallel over tokens for batches).
+//! a tile holds (8 on AVX-512), quantized rows (and F16 rows on wasm) are decoded once per panel
+//! and token block into a per-thread buffer and reused by every token tile (prompt processing is
+//! compute-bound). The activation quantization runs once per call (in parallel over tokens for batches).
 
 use super::vecdot::{self, actq, ActKind, AlignedBuf, Kernel, QKernel, TileArgs, TileFn};
 use crate::error::{CoilError, ErrorCode, Result};
@@ -313,7 +313,7 @@ impl MatmulPath {
             None => scalar_parallel(w, x, n_tokens, out, pool),
             Some(Kernel::Float(k)) => {
                 let act = x.as_ptr() as *const u8;
-                drive(k.tile, k.rm, k.rn, None, w, act, w.n_cols * 4, n_tokens, out, pool);
+                drive(k.tile, k.rm, k.rn, k.pre, w, act, w.n_cols * 4, n_tokens, out, pool);
             }
             Some(Kernel::Quant(k)) => run_quant(&k, w, x, n_tokens, out, pool),
         }
@@ -556,6 +556,17 @@ fn check_name(path: &str, ty: GgmlType) -> &'static str {
     names!("scalar", "avx2", "avx512", "simd128")
 }
 
+/// Self-check names for "a token in a batch gives what it gives alone".
+fn batch_name(path: &str) -> &'static str {
+    match path {
+        "scalar" => "matmul/scalar/batch=alone",
+        "avx2" => "matmul/avx2/batch=alone",
+        "avx512" => "matmul/avx512/batch=alone",
+        "simd128" => "matmul/simd128/batch=alone",
+        _ => "matmul/other/batch=alone",
+    }
+}
+
 /// Deterministic test data: a weight matrix of `ty` quantized from smooth pseudo-random values.
 pub(crate) fn synth_weights(ty: GgmlType, n_rows: usize, n_cols: usize, seed: u64) -> Vec<u8> {
     let mut rng = crate::util::SplitMix64::new(seed);
@@ -630,6 +641,47 @@ pub fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
             let mut got = vec![f32::NAN; n_rows * n_tokens];
             p.run(&w, &x, n_tokens, &mut got, &pool);
             out.push((check_name(p.name(), ty), max_rel(&got, &want, &scale)));
+        }
+    }
+    // Shapes that reach every part of the tiles: row lengths with several groups of blocks and a
+    // tail (legacy types go 4 blocks at a time on simd128), F16/F32 rows ending in an 8-, 4- and
+    // 1-wide step, row counts that leave a partial row tile, and enough tokens for the
+    // prompt-processing route (pre-decoded panels, several token tiles) — where each token must
+    // come out bit for bit as when computed alone.
+    for &ty in &[GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_1] {
+        let n_cols = if ty.block_size() == 32 { 32 * 7 } else { 8 * 9 + 4 + 3 };
+        let (n_rows, n_tokens) = (11, 13);
+        let mut data = synth_weights(ty, n_rows, n_cols, 29 + ty.id() as u64);
+        if ty == GgmlType::F16 {
+            // An infinity in row 5: the fast F16 conversion must notice it and fall back.
+            let at = 5 * n_cols * 2 + 2 * 17;
+            data[at..at + 2].copy_from_slice(&0x7c00u16.to_le_bytes());
+        }
+        let w = WeightRef::new(ty, &data, n_rows, n_cols).expect("valid");
+        let x: Vec<f32> = (0..n_cols * n_tokens).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        let mut want = vec![0f32; n_rows * n_tokens];
+        matmul_exact(&w, &x, n_tokens, &mut want);
+        let scale = abs_scale(&w, &x, n_tokens);
+        for p in matmul_paths() {
+            let mut got = vec![f32::NAN; n_rows * n_tokens];
+            p.run(&w, &x, n_tokens, &mut got, &pool);
+            let d = max_rel(&got, &want, &scale);
+            let mut alone = vec![f32::NAN; n_rows];
+            let mut same = true;
+            for t in 0..n_tokens {
+                p.run(&w, &x[t * n_cols..(t + 1) * n_cols], 1, &mut alone, &pool);
+                same &= alone.iter().zip(&got[t * n_rows..(t + 1) * n_rows]).all(|(a, b)| a.to_bits() == b.to_bits());
+            }
+            let name = check_name(p.name(), ty);
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, m)) => *m = if d.is_nan() || m.is_nan() { f32::NAN } else { m.max(d) },
+                None => out.push((name, d)),
+            }
+            let b = batch_name(p.name());
+            match out.iter_mut().find(|(n, _)| *n == b) {
+                Some((_, m)) => *m = m.max(if same { 0.0 } else { 1.0 }),
+                None => out.push((b, if same { 0.0 } else { 1.0 })),
+            }
         }
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

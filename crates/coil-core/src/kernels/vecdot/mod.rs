@@ -94,6 +94,9 @@ pub(crate) struct FKernel {
     pub tile: TileFn,
     pub rm: usize,
     pub rn: usize,
+    /// Weights converted once per panel for prompt processing (e.g. F16 to f32 where converting
+    /// in registers for every token tile costs more than the products); bit-identical to `tile`.
+    pub pre: Option<PreDecode>,
 }
 
 /// A kernel for one weight type on one ISA.

@@ -7,10 +7,12 @@
 //! (k-quants), one float multiply-add per block. No FMA in simd128: `mul` then `add`.
 //! Types with SIMD decoders: Q8_0, Q4_0, Q4_1, Q4_K, Q6_K; Q5_0, Q5_1, Q5_K decode their
 //! weights with scalar code into the same i16 form and share the SIMD dot.
-//! Float types: F32, F16 (bit-exact conversion in SIMD), BF16.
+//! Float types: F32, F16 (bit-exact conversion in SIMD; prompts convert each panel of rows to f32
+//! once and reuse it for every token tile), BF16. The legacy types convert their f16 block scales
+//! 4 blocks at a time in SIMD; matrix-vector products (generation) take taller row tiles.
 
 use super::actq::NatAct;
-use super::{tile_dispatch, ActKind, FKernel, Kernel, QKernel, TileArgs};
+use super::{tile_dispatch, ActKind, FKernel, Kernel, PreDecode, QKernel, TileArgs};
 use crate::gguf::GgmlType;
 use std::arch::wasm32::*;
 
@@ -44,9 +46,15 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
         };
     }
     Some(match ty {
-        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: 4, rn: 2 }),
-        GgmlType::F16 => Kernel::Float(FKernel { tile: tile_f16, rm: 4, rn: 2 }),
-        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: 4, rn: 2 }),
+        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: 4, rn: 2, pre: None }),
+        // Prompts: each panel of F16 rows is converted to f32 once and reused by every token tile.
+        GgmlType::F16 => Kernel::Float(FKernel {
+            tile: tile_f16,
+            rm: 4,
+            rn: 2,
+            pre: Some(PreDecode { group: 1, bytes_per_group: 4, decode: decode_f16_rows, tile: tile_f32 }),
+        }),
+        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: 4, rn: 2, pre: None }),
         GgmlType::Q8_0 => q!(Q8_0, ActKind::Q8_0, tile_q8_0),
         GgmlType::Q4_0 => q!(Q4_0, ActKind::Q8_0, tile_q4_0),
         GgmlType::Q4_1 => q!(Q4_1, ActKind::Q8_1, tile_q4_1),
@@ -57,6 +65,48 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
         GgmlType::Q6_K => k!(tile_q6_k),
         _ => return None,
     })
+}
+
+/// `$body` for `$i` = 0, 1, .., `$n - 1` (`$n` a constant ≤ 8), unrolled in the source: LLVM
+/// leaves short loops over register arrays rolled on wasm32 and then keeps the arrays in linear
+/// memory (stores and reloads on every step); unrolled, every index is a constant and the arrays
+/// become plain values.
+macro_rules! unroll {
+    ($n:expr, |$i:ident| $body:block) => {{
+        debug_assert!($n <= 8);
+        if 0 < $n {
+            let $i: usize = 0;
+            $body
+        }
+        if 1 < $n {
+            let $i: usize = 1;
+            $body
+        }
+        if 2 < $n {
+            let $i: usize = 2;
+            $body
+        }
+        if 3 < $n {
+            let $i: usize = 3;
+            $body
+        }
+        if 4 < $n {
+            let $i: usize = 4;
+            $body
+        }
+        if 5 < $n {
+            let $i: usize = 5;
+            $body
+        }
+        if 6 < $n {
+            let $i: usize = 6;
+            $body
+        }
+        if 7 < $n {
+            let $i: usize = 7;
+            $body
+        }
+    }};
 }
 
 #[inline(always)]
@@ -90,8 +140,15 @@ const K_RB: usize = 592;
 fn pack_legacy(a: &NatAct, dst: &mut [u8], extra: bool) {
     for b in 0..a.n / 32 {
         let rec = &mut dst[b * LEG_RB..(b + 1) * LEG_RB];
-        for j in 0..32 {
-            rec[2 * j..2 * j + 2].copy_from_slice(&(a.q[32 * b + j] as i16).to_le_bytes());
+        // SAFETY: 32 quants at 32b (a.q has a.n) and 64 bytes at the record's start.
+        unsafe {
+            let q = a.q.as_ptr().add(32 * b) as *const u8;
+            let o = rec.as_mut_ptr();
+            let (lo, hi) = (ld(q), ld(q.add(16)));
+            v128_store(o as *mut v128, i16x8_extend_low_i8x16(lo));
+            v128_store(o.add(16) as *mut v128, i16x8_extend_high_i8x16(lo));
+            v128_store(o.add(32) as *mut v128, i16x8_extend_low_i8x16(hi));
+            v128_store(o.add(48) as *mut v128, i16x8_extend_high_i8x16(hi));
         }
         rec[64..68].copy_from_slice(&a.d[b].to_le_bytes());
         let xe = if extra { a.s[b] * 0.25 } else { 0.0 };
@@ -116,17 +173,13 @@ trait DecW {
     const GE: usize;
     const GB: usize;
     const RB: usize;
-    type W: Copy;
-    unsafe fn decode(p: *const u8) -> Self::W;
-    unsafe fn pair(w: &Self::W, rec: *const u8, acc: v128) -> v128;
+    /// Legacy types: byte offsets of the f16 scale and (with `EXTRA`) the f16 min in a block.
+    const D_OFF: usize = 0;
+    const M_OFF: usize = 2;
+    const EXTRA: bool = false;
+    /// The block's 32 values as i16 (offsets removed).
+    unsafe fn decode(p: *const u8) -> [v128; 4];
     fn pack(a: &NatAct, dst: &mut [u8]);
-}
-
-#[derive(Clone, Copy)]
-struct LegW {
-    q: [v128; 4],
-    d: f32,
-    m: f32,
 }
 
 #[inline(always)]
@@ -134,17 +187,6 @@ unsafe fn dot32(q: &[v128; 4], rec: *const u8) -> v128 {
     let a = i32x4_add(i32x4_dot_i16x8(q[0], ld(rec)), i32x4_dot_i16x8(q[1], ld(rec.add(16))));
     let b = i32x4_add(i32x4_dot_i16x8(q[2], ld(rec.add(32))), i32x4_dot_i16x8(q[3], ld(rec.add(48))));
     i32x4_add(a, b)
-}
-
-#[inline(always)]
-unsafe fn leg_pair(w: &LegW, rec: *const u8, acc: v128, extra: bool) -> v128 {
-    let is = dot32(&w.q, rec);
-    let acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(is), f32x4_splat(w.d * rd_f32(rec.add(64)))));
-    if extra {
-        f32x4_add(acc, f32x4_splat(w.m * rd_f32(rec.add(68))))
-    } else {
-        acc
-    }
 }
 
 /// 16 nibble bytes -> the block's 32 values as i16 minus `off`.
@@ -200,14 +242,9 @@ impl DecW for Q4_0 {
     const GE: usize = 32;
     const GB: usize = 18;
     const RB: usize = LEG_RB;
-    type W = LegW;
     #[inline(always)]
-    unsafe fn decode(p: *const u8) -> LegW {
-        LegW { q: nib_i16(p.add(2), 8), d: rd_f16(p), m: 0.0 }
-    }
-    #[inline(always)]
-    unsafe fn pair(w: &LegW, rec: *const u8, acc: v128) -> v128 {
-        leg_pair(w, rec, acc, false)
+    unsafe fn decode(p: *const u8) -> [v128; 4] {
+        nib_i16(p.add(2), 8)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_legacy(a, dst, false)
@@ -215,17 +252,13 @@ impl DecW for Q4_0 {
 }
 
 impl DecW for Q4_1 {
+    const EXTRA: bool = true;
     const GE: usize = 32;
     const GB: usize = 20;
     const RB: usize = LEG_RB;
-    type W = LegW;
     #[inline(always)]
-    unsafe fn decode(p: *const u8) -> LegW {
-        LegW { q: nib_i16(p.add(4), 0), d: rd_f16(p), m: rd_f16(p.add(2)) }
-    }
-    #[inline(always)]
-    unsafe fn pair(w: &LegW, rec: *const u8, acc: v128) -> v128 {
-        leg_pair(w, rec, acc, true)
+    unsafe fn decode(p: *const u8) -> [v128; 4] {
+        nib_i16(p.add(4), 0)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_legacy(a, dst, true)
@@ -236,14 +269,9 @@ impl DecW for Q5_0 {
     const GE: usize = 32;
     const GB: usize = 22;
     const RB: usize = LEG_RB;
-    type W = LegW;
     #[inline(always)]
-    unsafe fn decode(p: *const u8) -> LegW {
-        LegW { q: q5_i16(p.add(2), p.add(6), 16), d: rd_f16(p), m: 0.0 }
-    }
-    #[inline(always)]
-    unsafe fn pair(w: &LegW, rec: *const u8, acc: v128) -> v128 {
-        leg_pair(w, rec, acc, false)
+    unsafe fn decode(p: *const u8) -> [v128; 4] {
+        q5_i16(p.add(2), p.add(6), 16)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_legacy(a, dst, false)
@@ -251,17 +279,13 @@ impl DecW for Q5_0 {
 }
 
 impl DecW for Q5_1 {
+    const EXTRA: bool = true;
     const GE: usize = 32;
     const GB: usize = 24;
     const RB: usize = LEG_RB;
-    type W = LegW;
     #[inline(always)]
-    unsafe fn decode(p: *const u8) -> LegW {
-        LegW { q: q5_i16(p.add(4), p.add(8), 0), d: rd_f16(p), m: rd_f16(p.add(2)) }
-    }
-    #[inline(always)]
-    unsafe fn pair(w: &LegW, rec: *const u8, acc: v128) -> v128 {
-        leg_pair(w, rec, acc, true)
+    unsafe fn decode(p: *const u8) -> [v128; 4] {
+        q5_i16(p.add(4), p.add(8), 0)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_legacy(a, dst, true)
@@ -272,25 +296,11 @@ impl DecW for Q8_0 {
     const GE: usize = 32;
     const GB: usize = 34;
     const RB: usize = LEG_RB;
-    type W = LegW;
     #[inline(always)]
-    unsafe fn decode(p: *const u8) -> LegW {
+    unsafe fn decode(p: *const u8) -> [v128; 4] {
         let a = v128_load(p.add(2) as *const v128);
         let b = v128_load(p.add(18) as *const v128);
-        LegW {
-            q: [
-                i16x8_extend_low_i8x16(a),
-                i16x8_extend_high_i8x16(a),
-                i16x8_extend_low_i8x16(b),
-                i16x8_extend_high_i8x16(b),
-            ],
-            d: rd_f16(p),
-            m: 0.0,
-        }
-    }
-    #[inline(always)]
-    unsafe fn pair(w: &LegW, rec: *const u8, acc: v128) -> v128 {
-        leg_pair(w, rec, acc, false)
+        [i16x8_extend_low_i8x16(a), i16x8_extend_high_i8x16(a), i16x8_extend_low_i8x16(b), i16x8_extend_high_i8x16(b)]
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_legacy(a, dst, false)
@@ -424,33 +434,33 @@ unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
     for g in 0..n_groups {
         let mut rows = [a.w; RM];
         let mut head = [KHead { sc: [0; 16], m: [0; 8], d: 0.0, dmin: 0.0 }; RM];
-        for r in 0..RM {
+        unroll!(RM, |r| {
             rows[r] = a.w.add(r * a.row_bytes + g * K::GB);
             head[r] = K::head(rows[r]);
-        }
+        });
         let mut recs = [a.act; RN];
-        for (t, rec) in recs.iter_mut().enumerate() {
-            *rec = a.act.add(t * a.act_stride + g * K_RB);
-        }
+        unroll!(RN, |t| {
+            recs[t] = a.act.add(t * a.act_stride + g * K_RB);
+        });
         let mut isum = [[i32x4_splat(0); RN]; RM];
         for s in 0..K::NSUB {
-            for r in 0..RM {
+            unroll!(RM, |r| {
                 let mut w = [i32x4_splat(0); 4];
                 K::sub(rows[r], s, &mut w);
                 let scv = i32x4_splat(head[r].sc[s]);
-                for t in 0..RN {
+                unroll!(RN, |t| {
                     let x = recs[t].add(s * K::UNITS * 16);
                     let mut dot = i32x4_dot_i16x8(w[0], ld(x));
                     for u in 1..K::UNITS {
                         dot = i32x4_add(dot, i32x4_dot_i16x8(w[u], ld(x.add(16 * u))));
                     }
                     isum[r][t] = i32x4_add(isum[r][t], i32x4_mul(dot, scv));
-                }
-            }
+                });
+            });
         }
-        for t in 0..RN {
+        unroll!(RN, |t| {
             let dx = rd_f32(recs[t].add(576));
-            for r in 0..RM {
+            unroll!(RM, |r| {
                 let mut s =
                     f32x4_add(acc[r][t], f32x4_mul(f32x4_convert_i32x4(isum[r][t]), f32x4_splat(head[r].d * dx)));
                 if K::MINS {
@@ -461,63 +471,179 @@ unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
                     s = f32x4_add(s, f32x4_splat(mi as f32 * (-head[r].dmin * dx) * 0.25));
                 }
                 acc[r][t] = s;
-            }
-        }
+            });
+        });
     }
-    for t in 0..RN {
-        for r in 0..RM {
+    unroll!(RN, |t| {
+        unroll!(RM, |r| {
             *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
-        }
-    }
+        });
+    });
 }
 
+/// Up to 4 halves at `p`, `p + stride`, .. (`k` of them; the other lanes 0) as f32x4 (exact).
+#[inline(always)]
+unsafe fn gather_h4(p: *const u8, stride: usize, k: usize) -> v128 {
+    let mut h = u16x8_splat(0);
+    h = v128_load16_lane::<0>(h, p as *const u16);
+    if k > 1 {
+        h = v128_load16_lane::<1>(h, p.add(stride) as *const u16);
+    }
+    if k > 2 {
+        h = v128_load16_lane::<2>(h, p.add(2 * stride) as *const u16);
+    }
+    if k > 3 {
+        h = v128_load16_lane::<3>(h, p.add(3 * stride) as *const u16);
+    }
+    f16x8_exact(h).0
+}
+
+#[inline(always)]
+fn lane_splat<const J: usize>(v: v128) -> v128 {
+    i32x4_shuffle::<J, J, J, J>(v, v)
+}
+
+/// Block `g` = group start + J: the weight scales (and mins) come converted, 4 blocks at a
+/// time, in `dw` (and `mw`) lane J. One row at a time is decoded and used by every token.
+#[inline(always)]
+unsafe fn leg_block<D: DecW, const J: usize, const RM: usize, const RN: usize>(
+    a: &TileArgs,
+    g: usize,
+    dw: &[v128; RM],
+    mw: &[v128; RM],
+    acc: &mut [[v128; RN]; RM],
+) {
+    let mut dx = [f32x4_splat(0.0); RN];
+    let mut xe = [f32x4_splat(0.0); RN];
+    unroll!(RN, |t| {
+        let rec = a.act.add(t * a.act_stride + g * D::RB);
+        dx[t] = v128_load32_splat(rec.add(64) as *const u32);
+        if D::EXTRA {
+            xe[t] = v128_load32_splat(rec.add(68) as *const u32);
+        }
+    });
+    unroll!(RM, |r| {
+        let q = D::decode(a.w.add(r * a.row_bytes + g * D::GB));
+        let ds = lane_splat::<J>(dw[r]);
+        unroll!(RN, |t| {
+            let rec = a.act.add(t * a.act_stride + g * D::RB);
+            let is = dot32(&q, rec);
+            let mut s = f32x4_add(acc[r][t], f32x4_mul(f32x4_convert_i32x4(is), f32x4_mul(ds, dx[t])));
+            if D::EXTRA {
+                s = f32x4_add(s, f32x4_mul(lane_splat::<J>(mw[r]), xe[t]));
+            }
+            acc[r][t] = s;
+        });
+    });
+}
+
+/// Legacy quants: per block, the integer dot of the i16 weights and activations, times
+/// `d_w · d_x` (and `+ m_w · s_x`), each in every lane of a 4-lane accumulator. The f16 block
+/// scales are gathered and converted 4 blocks at a time. Each output's arithmetic does not depend
+/// on the tile shape.
 unsafe fn tile_q<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n_groups = a.n_cols / D::GE;
     let mut acc = [[f32x4_splat(0.0); RN]; RM];
-    for g in 0..n_groups {
-        // SAFETY: every W is plain SIMD vectors, ints and floats, for which all-zero bits are valid.
-        let mut w: [D::W; RM] = std::mem::zeroed();
-        for (r, wr) in w.iter_mut().enumerate() {
-            *wr = D::decode(a.w.add(r * a.row_bytes + g * D::GB));
-        }
-        for t in 0..RN {
-            let rec = a.act.add(t * a.act_stride + g * D::RB);
-            for r in 0..RM {
-                acc[r][t] = D::pair(&w[r], rec, acc[r][t]);
+    let mut g0 = 0;
+    while g0 < n_groups {
+        let k = (n_groups - g0).min(4);
+        let mut dw = [f32x4_splat(0.0); RM];
+        let mut mw = [f32x4_splat(0.0); RM];
+        unroll!(RM, |r| {
+            let p = a.w.add(r * a.row_bytes + g0 * D::GB);
+            dw[r] = gather_h4(p.add(D::D_OFF), D::GB, k);
+            if D::EXTRA {
+                mw[r] = gather_h4(p.add(D::M_OFF), D::GB, k);
             }
+        });
+        leg_block::<D, 0, RM, RN>(a, g0, &dw, &mw, &mut acc);
+        if k > 1 {
+            leg_block::<D, 1, RM, RN>(a, g0 + 1, &dw, &mw, &mut acc);
         }
+        if k > 2 {
+            leg_block::<D, 2, RM, RN>(a, g0 + 2, &dw, &mw, &mut acc);
+        }
+        if k > 3 {
+            leg_block::<D, 3, RM, RN>(a, g0 + 3, &dw, &mw, &mut acc);
+        }
+        g0 += k;
     }
-    for t in 0..RN {
-        for r in 0..RM {
+    unroll!(RN, |t| {
+        unroll!(RM, |r| {
             *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
-        }
-    }
+        });
+    });
 }
 
-tile_dispatch!(tile_q4_0, tile_q::<Q4_0>, 2, 4);
-tile_dispatch!(tile_q4_1, tile_q::<Q4_1>, 2, 4);
-tile_dispatch!(tile_q5_0, tile_q::<Q5_0>, 2, 4);
-tile_dispatch!(tile_q5_1, tile_q::<Q5_1>, 2, 4);
-tile_dispatch!(tile_q8_0, tile_q::<Q8_0>, 2, 4);
+/// Like `tile_dispatch!` (tiles of up to `$rm` rows × `$rn` tokens), except that a single token
+/// (matrix-vector products: generation) walks the rows in taller tiles of up to `$mv` (≤ 8):
+/// more independent accumulators and weight streams per pass. Each output's arithmetic is the
+/// same in every tile shape.
+macro_rules! tile_dispatch_mv {
+    ($name:ident, $f:ident :: <$($g:ty),*>, $rm:literal, $rn:literal, $mv:literal) => {
+        unsafe fn $name(rows: usize, rn: usize, a: &TileArgs) {
+            tile_dispatch!(inner, $f::<$($g),*>, $rm, $rn);
+            if rn != 1 {
+                return inner(rows, rn, a);
+            }
+            let mut r = 0;
+            while r < rows {
+                let m = (rows - r).min($mv);
+                let sub = TileArgs { w: a.w.add(r * a.row_bytes), out: a.out.add(r), ..*a };
+                match m {
+                    1 => $f::<$($g,)* 1, 1>(&sub),
+                    2 => $f::<$($g,)* 2, 1>(&sub),
+                    3 => $f::<$($g,)* 3, 1>(&sub),
+                    4 => $f::<$($g,)* 4, 1>(&sub),
+                    5 if $mv >= 5 => $f::<$($g,)* 5, 1>(&sub),
+                    6 if $mv >= 6 => $f::<$($g,)* 6, 1>(&sub),
+                    7 if $mv >= 7 => $f::<$($g,)* 7, 1>(&sub),
+                    8 if $mv >= 8 => $f::<$($g,)* 8, 1>(&sub),
+                    _ => unreachable!("tile height {m}"),
+                }
+                r += m;
+            }
+        }
+    };
+}
+
+tile_dispatch_mv!(tile_q4_0, tile_q::<Q4_0>, 2, 4, 4);
+tile_dispatch_mv!(tile_q4_1, tile_q::<Q4_1>, 2, 4, 4);
+tile_dispatch_mv!(tile_q5_0, tile_q::<Q5_0>, 2, 4, 4);
+tile_dispatch_mv!(tile_q5_1, tile_q::<Q5_1>, 2, 4, 4);
+tile_dispatch_mv!(tile_q8_0, tile_q::<Q8_0>, 2, 4, 4);
 tile_dispatch!(tile_q4_k, tile_k::<Q4K>, 2, 4);
 tile_dispatch!(tile_q5_k, tile_k::<Q5K>, 2, 4);
 tile_dispatch!(tile_q6_k, tile_k::<Q6K>, 2, 4);
 
 trait FW {
-    /// Whether the main loop takes 8 values per step (F16: amortizes the special-value check) or 4.
+    /// Whether the main loop takes 8 values per step (F16: one 16-byte load of halves) or 4.
     const WIDE: bool;
-    /// 8 weights at element `i` as two f32x4 (the first only when not `WIDE`).
-    unsafe fn load8(p: *const u8, i: usize) -> (v128, v128);
+    /// 8 weights at element `i` as two f32x4 (`WIDE` only). `m` collects whatever the type needs
+    /// to check after the row (F16: whether a half was an infinity or NaN).
+    unsafe fn load8(p: *const u8, i: usize, m: &mut v128) -> (v128, v128);
+    /// 4 weights at element `i`.
+    unsafe fn load4(p: *const u8, i: usize, m: &mut v128) -> v128;
     unsafe fn scalar(p: *const u8, i: usize) -> f32;
+    /// Whether the tile must be recomputed with the exact path after all (`m` from the loads).
+    #[inline(always)]
+    fn redo(_m: v128) -> bool {
+        false
+    }
 }
 struct WF32;
 struct WF16;
+struct WF16Exact;
 struct WBF16;
 impl FW for WF32 {
     const WIDE: bool = false;
     #[inline(always)]
-    unsafe fn load8(p: *const u8, i: usize) -> (v128, v128) {
-        (ld(p.add(4 * i)), f32x4_splat(0.0))
+    unsafe fn load8(p: *const u8, i: usize, _m: &mut v128) -> (v128, v128) {
+        (ld(p.add(4 * i)), ld(p.add(4 * i + 16)))
+    }
+    #[inline(always)]
+    unsafe fn load4(p: *const u8, i: usize, _m: &mut v128) -> v128 {
+        ld(p.add(4 * i))
     }
     #[inline(always)]
     unsafe fn scalar(p: *const u8, i: usize) -> f32 {
@@ -525,46 +651,90 @@ impl FW for WF32 {
     }
 }
 
-/// 4 halves (sign-extended to i32) -> f32 for finite values, exactly: shifted left by 13 the
-/// exponent and mantissa sit where an f32's do (the sign extension fills bits 28..31, of which
-/// the mask keeps bit 31), and a multiplication by 2^112 rebiases the exponent (subnormal halves
-/// included).
+/// 8 halves -> two f32x4, exact for finite halves: shifted left by 13 the exponent and mantissa
+/// sit where an f32's do, and a multiplication by 2^112 rebiases the exponent (subnormal halves
+/// included). Built with 16-bit operations on all 8 at once: the high half of each f32 is
+/// `sign | (h & 0x7fff) >> 3`, the low half `h << 13`, interleaved.
 #[inline(always)]
-fn f16_finite(ext: v128) -> v128 {
-    let bits = v128_and(i32x4_shl(ext, 13), u32x4_splat(0x8FFF_E000));
-    f32x4_mul(bits, f32x4_splat(f32::from_bits(0x7780_0000)))
+fn f16x8_finite(h: v128) -> (v128, v128) {
+    let hi = v128_and(i16x8_shr(h, 3), i16x8_splat(0x8FFFu16 as i16));
+    let lo = i16x8_shl(h, 13);
+    let scale = f32x4_splat(f32::from_bits(0x7780_0000));
+    (
+        f32x4_mul(i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(lo, hi), scale),
+        f32x4_mul(i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(lo, hi), scale),
+    )
 }
 
+/// 8 halves -> two f32x4, exact for every half (infinities and NaNs through a rarely taken branch).
+#[inline(always)]
+fn f16x8_exact(h: v128) -> (v128, v128) {
+    let (lo, hi) = f16x8_finite(h);
+    let e = u16x8_splat(0x7c00);
+    let special = i16x8_eq(v128_and(h, e), e);
+    if v128_any_true(special) {
+        let ones = u32x4_splat(0x7f80_0000);
+        let sl = i32x4_extend_low_i16x8(special);
+        let sh = i32x4_extend_high_i16x8(special);
+        (v128_bitselect(v128_or(lo, ones), lo, sl), v128_bitselect(v128_or(hi, ones), hi, sh))
+    } else {
+        (lo, hi)
+    }
+}
+
+/// F16 in the hot loops: the finite conversion, and the largest `h & 0x7fff` seen kept in `m`;
+/// a tile that met an infinity or NaN (`>= 0x7c00`) is recomputed with [`WF16Exact`].
 impl FW for WF16 {
     const WIDE: bool = true;
-    /// Exact for every half (infinities and NaNs through a rarely taken branch).
     #[inline(always)]
-    unsafe fn load8(p: *const u8, i: usize) -> (v128, v128) {
+    unsafe fn load8(p: *const u8, i: usize, m: &mut v128) -> (v128, v128) {
         let h = ld(p.add(2 * i));
-        let lo = f16_finite(i32x4_extend_low_i16x8(h));
-        let hi = f16_finite(i32x4_extend_high_i16x8(h));
-        let e = u16x8_splat(0x7c00);
-        let special = i16x8_eq(v128_and(h, e), e);
-        if v128_any_true(special) {
-            let ones = u32x4_splat(0x7f80_0000);
-            let sl = i32x4_extend_low_i16x8(special);
-            let sh = i32x4_extend_high_i16x8(special);
-            (v128_bitselect(v128_or(lo, ones), lo, sl), v128_bitselect(v128_or(hi, ones), hi, sh))
-        } else {
-            (lo, hi)
-        }
+        *m = u16x8_max(*m, v128_and(h, u16x8_splat(0x7fff)));
+        f16x8_finite(h)
+    }
+    #[inline(always)]
+    unsafe fn load4(p: *const u8, i: usize, m: &mut v128) -> v128 {
+        let h = v128_load64_zero(p.add(2 * i) as *const u64);
+        *m = u16x8_max(*m, v128_and(h, u16x8_splat(0x7fff)));
+        f16x8_finite(h).0
+    }
+    #[inline(always)]
+    unsafe fn scalar(p: *const u8, i: usize) -> f32 {
+        rd_f16(p.add(2 * i))
+    }
+    #[inline(always)]
+    fn redo(m: v128) -> bool {
+        v128_any_true(u16x8_ge(m, u16x8_splat(0x7c00)))
+    }
+}
+
+/// F16 with every conversion exact on its own (the fallback of [`WF16`]).
+impl FW for WF16Exact {
+    const WIDE: bool = true;
+    #[inline(always)]
+    unsafe fn load8(p: *const u8, i: usize, _m: &mut v128) -> (v128, v128) {
+        f16x8_exact(ld(p.add(2 * i)))
+    }
+    #[inline(always)]
+    unsafe fn load4(p: *const u8, i: usize, _m: &mut v128) -> v128 {
+        f16x8_exact(v128_load64_zero(p.add(2 * i) as *const u64)).0
     }
     #[inline(always)]
     unsafe fn scalar(p: *const u8, i: usize) -> f32 {
         rd_f16(p.add(2 * i))
     }
 }
+
 impl FW for WBF16 {
     const WIDE: bool = false;
     #[inline(always)]
-    unsafe fn load8(p: *const u8, i: usize) -> (v128, v128) {
+    unsafe fn load8(p: *const u8, i: usize, m: &mut v128) -> (v128, v128) {
+        (Self::load4(p, i, m), Self::load4(p, i + 4, m))
+    }
+    #[inline(always)]
+    unsafe fn load4(p: *const u8, i: usize, _m: &mut v128) -> v128 {
         let h = v128_load64_zero(p.add(2 * i) as *const u64);
-        (i32x4_shl(u32x4_extend_low_u16x8(h), 16), f32x4_splat(0.0))
+        i32x4_shl(u32x4_extend_low_u16x8(h), 16)
     }
     #[inline(always)]
     unsafe fn scalar(p: *const u8, i: usize) -> f32 {
@@ -572,18 +742,33 @@ impl FW for WBF16 {
     }
 }
 
-/// Fraction of the 65536 halves whose SIMD conversion differs from `f16_to_f32` (NaN = NaN).
+/// Fraction of the 65536 halves whose SIMD conversions (the exact one, and the finite one for
+/// finite halves) differ from `f16_to_f32` (NaN = NaN).
 pub(crate) fn f16_conversion_errors() -> f32 {
     let halves: Vec<u16> = (0..=u16::MAX).collect();
     let mut bad = 0usize;
     for (c, chunk) in halves.chunks_exact(8).enumerate() {
         let bytes: Vec<u8> = chunk.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let mut m = u16x8_splat(0);
         // SAFETY: 16 readable bytes.
-        let (lo, hi) = unsafe { WF16::load8(bytes.as_ptr(), 0) };
+        let (lo, hi) = unsafe { WF16Exact::load8(bytes.as_ptr(), 0, &mut m) };
+        let (flo, fhi) = unsafe { WF16::load8(bytes.as_ptr(), 0, &mut m) };
+        let f4 = unsafe { WF16::load4(bytes.as_ptr(), 0, &mut m) };
         let got: [f32; 8] = unsafe { std::mem::transmute([lo, hi]) };
+        let fin: [f32; 8] = unsafe { std::mem::transmute([flo, fhi]) };
+        let fin4: [f32; 4] = unsafe { std::mem::transmute(f4) };
+        let any_special = chunk.iter().any(|h| h & 0x7c00 == 0x7c00);
+        if WF16::redo(m) != any_special {
+            bad += 8;
+        }
         for (j, &g) in got.iter().enumerate() {
             let want = crate::quant::half::f16_to_f32(halves[8 * c + j]);
             if !(g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan())) {
+                bad += 1;
+            }
+            if want.is_finite()
+                && (fin[j].to_bits() != want.to_bits() || (j < 4 && fin4[j].to_bits() != want.to_bits()))
+            {
                 bad += 1;
             }
         }
@@ -595,55 +780,83 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n = a.n_cols;
     let mut acc = [[f32x4_splat(0.0); RN]; RM];
     let mut rows = [a.w; RM];
-    for (r, p) in rows.iter_mut().enumerate() {
-        *p = a.w.add(r * a.row_bytes);
-    }
+    unroll!(RM, |r| {
+        rows[r] = a.w.add(r * a.row_bytes);
+    });
     let mut xs = [a.act; RN];
-    for (t, p) in xs.iter_mut().enumerate() {
-        *p = a.act.add(t * a.act_stride);
-    }
+    unroll!(RN, |t| {
+        xs[t] = a.act.add(t * a.act_stride);
+    });
+    let mut m = u16x8_splat(0);
     let mut i = 0;
+    // Every path adds the products of values 4k..4k+3 to an accumulator in the order k = 0, 1, ..
+    // (an 8-wide step is two 4-wide ones), then the scalar tail: the same results whether the
+    // weights are converted here or beforehand (pre-decoded F16 = F32 of the same values).
     while W::WIDE && i + 8 <= n {
         // Activations of all tokens first, then one row's weights at a time (fewer live vectors).
         let mut x0 = [f32x4_splat(0.0); RN];
         let mut x1 = [f32x4_splat(0.0); RN];
-        for t in 0..RN {
+        unroll!(RN, |t| {
             x0[t] = ld(xs[t].add(4 * i));
             x1[t] = ld(xs[t].add(4 * i + 16));
-        }
-        for r in 0..RM {
-            let (w0, w1) = W::load8(rows[r], i);
-            for t in 0..RN {
+        });
+        unroll!(RM, |r| {
+            let (w0, w1) = W::load8(rows[r], i, &mut m);
+            unroll!(RN, |t| {
                 let s = f32x4_add(acc[r][t], f32x4_mul(w0, x0[t]));
                 acc[r][t] = f32x4_add(s, f32x4_mul(w1, x1[t]));
-            }
-        }
+            });
+        });
         i += 8;
     }
-    while !W::WIDE && i + 4 <= n {
+    while i + 4 <= n {
         let mut wv = [f32x4_splat(0.0); RM];
-        for r in 0..RM {
-            wv[r] = W::load8(rows[r], i).0;
-        }
-        for t in 0..RN {
+        unroll!(RM, |r| {
+            wv[r] = W::load4(rows[r], i, &mut m);
+        });
+        unroll!(RN, |t| {
             let xv = ld(xs[t].add(4 * i));
-            for r in 0..RM {
+            unroll!(RM, |r| {
                 acc[r][t] = f32x4_add(acc[r][t], f32x4_mul(wv[r], xv));
-            }
-        }
+            });
+        });
         i += 4;
     }
-    for t in 0..RN {
-        for r in 0..RM {
+    if W::redo(m) {
+        return tile_fl::<WF16Exact, RM, RN>(a);
+    }
+    unroll!(RN, |t| {
+        unroll!(RM, |r| {
             let mut s = hsum(acc[r][t]);
             for j in i..n {
                 s += W::scalar(rows[r], j) * rd_f32(xs[t].add(4 * j));
             }
             *a.out.add(t * a.out_stride + r) = s;
+        });
+    });
+}
+
+/// F16 rows to f32 rows (exact, infinities and NaNs included), for [`PreDecode`]: then
+/// `tile_f32` on them gives bit for bit what `tile_f16` gives on the halves.
+unsafe fn decode_f16_rows(rows: usize, a: &TileArgs, dst: *mut u8) {
+    let n = a.n_cols;
+    for r in 0..rows {
+        let src = a.w.add(r * a.row_bytes);
+        let out = dst.add(r * 4 * n) as *mut f32;
+        let mut i = 0;
+        while i + 8 <= n {
+            let (lo, hi) = f16x8_exact(ld(src.add(2 * i)));
+            v128_store(out.add(i) as *mut v128, lo);
+            v128_store(out.add(i + 4) as *mut v128, hi);
+            i += 8;
+        }
+        while i < n {
+            *out.add(i) = rd_f16(src.add(2 * i));
+            i += 1;
         }
     }
 }
 
-tile_dispatch!(tile_f32, tile_fl::<WF32>, 4, 2);
-tile_dispatch!(tile_f16, tile_fl::<WF16>, 4, 2);
+tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 4, 2, 8);
+tile_dispatch_mv!(tile_f16, tile_fl::<WF16>, 4, 2, 8);
 tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 2);
