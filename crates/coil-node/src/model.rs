@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use coil_core::context::{CheckpointPolicy, Context, ContextParams, KvType, SaveOptions};
-use coil_core::generate::runner::{Item, Runner, Want, Work as RunWork};
+use coil_core::generate::runner::{Item, Runner};
 use coil_core::generate::GenerateParams;
 use coil_core::error::guard;
 use coil_core::gguf::GgufFile;
@@ -182,35 +182,6 @@ pub struct RunResult {
     pub results: String,
 }
 
-/// Items of a batch from the flat arrays the facade sends: per item its sequence, kind (low two
-/// bits: 0 evaluate without logits, 1 last logits, 2 all logits, 3 a generation step; +4: prompt
-/// reuse), generator id and token count; then every item's tokens, concatenated.
-pub(crate) fn items(seqs: &[u32], kinds: &[u8], gens: &[u32], lens: &[u32], tokens: &[u32]) -> coil_core::Result<Vec<Item>> {
-    let n = seqs.len();
-    let bad = |m: &str| CoilError::new(ErrorCode::InvalidArgument, m.to_string());
-    if kinds.len() != n || gens.len() != n || lens.len() != n {
-        return Err(bad("batch arrays differ in length"));
-    }
-    let total: u64 = lens.iter().map(|&l| l as u64).sum();
-    if total != tokens.len() as u64 {
-        return Err(bad("item lengths do not add up to the tokens"));
-    }
-    let mut at = 0usize;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let l = lens[i] as usize;
-        let work = match kinds[i] & 3 {
-            0 => RunWork::Eval(Want::None),
-            1 => RunWork::Eval(Want::Last),
-            2 => RunWork::Eval(Want::All),
-            _ => RunWork::Step(gens[i]),
-        };
-        out.push(Item { seq: seqs[i], tokens: tokens[at..at + l].to_vec(), work, reuse: kinds[i] & 4 != 0 });
-        at += l;
-    }
-    Ok(out)
-}
-
 #[napi]
 impl NativeContext {
     /// Runs evaluations and generation steps of several sequences as one batch, off the JS thread.
@@ -223,7 +194,7 @@ impl NativeContext {
         lens: Uint32Array,
         tokens: Uint32Array,
     ) -> Result<AsyncTask<CtxTask<(Vec<f32>, String), RunResult>>> {
-        let items = items(&seqs, &kinds, &gens, &lens, &tokens).map_err(to_napi)?;
+        let items = Item::decode_flat(&seqs, &kinds, &gens, &lens, &tokens).map_err(to_napi)?;
         self.task(
             move |r| {
                 let o = r.run(&items)?;

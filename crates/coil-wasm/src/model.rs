@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use coil_core::context::{CheckpointPolicy, Context, ContextParams, KvType, SaveOptions};
-use coil_core::generate::runner::{Item, Runner, Want, Work};
+use coil_core::generate::runner::{Item, Runner};
 use coil_core::generate::GenerateParams;
 use coil_core::gguf::GgufFile;
 use coil_core::model::Model;
@@ -103,39 +103,12 @@ pub struct WasmContext {
     logits: Vec<f32>,
 }
 
-/// Items of a batch from the flat arrays the facade sends (the same encoding as the native
-/// binding: kind low bits 0/1/2 evaluate with no/last/all logits, 3 a generation step; +4 reuse).
-fn items(seqs: &[u32], kinds: &[u8], gens: &[u32], lens: &[u32], tokens: &[u32]) -> Result<Vec<Item>, JsValue> {
-    let n = seqs.len();
-    let bad = |m: &str| to_js(CoilError::new(ErrorCode::InvalidArgument, m.to_string()));
-    if kinds.len() != n || gens.len() != n || lens.len() != n {
-        return Err(bad("batch arrays differ in length"));
-    }
-    if lens.iter().map(|&l| l as u64).sum::<u64>() != tokens.len() as u64 {
-        return Err(bad("item lengths do not add up to the tokens"));
-    }
-    let mut at = 0usize;
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let l = lens[i] as usize;
-        let work = match kinds[i] & 3 {
-            0 => Work::Eval(Want::None),
-            1 => Work::Eval(Want::Last),
-            2 => Work::Eval(Want::All),
-            _ => Work::Step(gens[i]),
-        };
-        out.push(Item { seq: seqs[i], tokens: tokens[at..at + l].to_vec(), work, reuse: kinds[i] & 4 != 0 });
-        at += l;
-    }
-    Ok(out)
-}
-
 #[wasm_bindgen]
 impl WasmContext {
     /// Runs evaluations and generation steps of several sequences as one batch; returns the
     /// per-item results (JSON); the logits follow with `takeLogits`.
     pub fn run(&mut self, seqs: &[u32], kinds: &[u8], gens: &[u32], lens: &[u32], tokens: &[u32]) -> Result<String, JsValue> {
-        let items = items(seqs, kinds, gens, lens, tokens)?;
+        let items = Item::decode_flat(seqs, kinds, gens, lens, tokens).map_err(to_js)?;
         let o = self.inner.run(&items).map_err(to_js)?;
         self.logits = o.logits.clone();
         Ok(o.results_json())

@@ -43,6 +43,37 @@ pub struct Item {
     pub reuse: bool,
 }
 
+impl Item {
+    /// Items of a batch from the flat arrays both bindings receive from the facade: per item its
+    /// sequence, kind (low two bits: 0 evaluate without logits, 1 last logits, 2 all logits, 3 a
+    /// step of generator `gens[i]`; +4: prompt reuse) and token count; then every item's tokens,
+    /// concatenated. Inconsistent lengths are an `InvalidArgument` error.
+    pub fn decode_flat(seqs: &[u32], kinds: &[u8], gens: &[u32], lens: &[u32], tokens: &[u32]) -> Result<Vec<Item>> {
+        let n = seqs.len();
+        let bad = |m: &str| CoilError::new(ErrorCode::InvalidArgument, m.to_string());
+        if kinds.len() != n || gens.len() != n || lens.len() != n {
+            return Err(bad("batch arrays differ in length"));
+        }
+        if lens.iter().map(|&l| l as u64).sum::<u64>() != tokens.len() as u64 {
+            return Err(bad("item lengths do not add up to the tokens"));
+        }
+        let mut at = 0usize;
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let l = lens[i] as usize;
+            let work = match kinds[i] & 3 {
+                0 => Work::Eval(Want::None),
+                1 => Work::Eval(Want::Last),
+                2 => Work::Eval(Want::All),
+                _ => Work::Step(gens[i]),
+            };
+            out.push(Item { seq: seqs[i], tokens: tokens[at..at + l].to_vec(), work, reuse: kinds[i] & 4 != 0 });
+            at += l;
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug)]
 pub struct ItemResult {
     /// Prompt tokens that were not evaluated again (reuse items; 0 otherwise).
@@ -245,5 +276,22 @@ impl Runner {
             out.items.push(res);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Item, Want, Work};
+
+    #[test]
+    fn decode_flat_items() {
+        let items = Item::decode_flat(&[0, 1, 2], &[1, 2 | 4, 3], &[0, 0, 7], &[2, 1, 0], &[5, 6, 9]).unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!((items[0].seq, items[0].tokens.clone(), items[0].work, items[0].reuse), (0, vec![5, 6], Work::Eval(Want::Last), false));
+        assert_eq!((items[1].tokens.clone(), items[1].work, items[1].reuse), (vec![9], Work::Eval(Want::All), true));
+        assert_eq!((items[2].tokens.len(), items[2].work), (0, Work::Step(7)));
+        assert!(Item::decode_flat(&[0], &[1, 1], &[0], &[1], &[5]).is_err());
+        assert!(Item::decode_flat(&[0], &[1], &[0], &[2], &[5]).is_err());
+        assert!(Item::decode_flat(&[0], &[1], &[0], &[u32::MAX], &[5]).is_err());
     }
 }
