@@ -286,3 +286,27 @@ describe("prompt reuse", () => {
     expect(chat.lastReusedTokens).toBeLessThan(seen);
   });
 });
+
+describe("synchronous operations during an evaluation", () => {
+  for (const backend of BACKENDS) {
+    it(`refuse with SEQUENCE_BUSY while the sequence has work in flight, and change nothing (${backend})`, async () => {
+      await using model = await coil.loadModel(MAMBA2, { backend });
+      await using ctx = model.createContext({ sequences: 2 });
+      const s = ctx.sequence(0);
+      const prompt = Array.from({ length: 40 }, (_, i) => (i * 7) % 50);
+      const pending = s.evaluate(prompt);
+      for (const op of [() => s.clear(), () => s.fork(), () => s.checkpoint(), () => s.saveState(), () => s.loadState(new Uint8Array(8))]) {
+        expect(op).toThrowError(expect.objectContaining({ code: "SEQUENCE_BUSY" }));
+      }
+      // Another sequence is not affected.
+      expect(() => ctx.sequence(1).saveState()).not.toThrow();
+      const got = await pending;
+      expect(s.position).toBe(prompt.length);
+      expect(Array.from(got)).toEqual(Array.from((await fresh(model, [], prompt)).subarray((prompt.length - 1) * ctx.nVocab)));
+      // Once settled, they work.
+      expect(s.saveState().length).toBeGreaterThan(0);
+      s.clear();
+      expect(s.position).toBe(0);
+    });
+  }
+});

@@ -406,13 +406,33 @@ export class Sequence {
     readonly id: number,
   ) {}
 
+  /** Calls queued or running on this sequence (evaluate, generation steps, truncate). */
+  #pending = 0;
+
   #check(): void {
     if (this.#disposed) throw new CoilError("DISPOSED", "this sequence has been disposed");
   }
 
+  /** The synchronous operations act at once, so they refuse to run while an evaluation of this
+   *  sequence is queued or running (it would see, or leave, a state in between). */
+  #checkIdle(op: string): void {
+    this.#check();
+    if (this.#pending > 0) {
+      throw new CoilError(
+        "SEQUENCE_BUSY",
+        `sequence ${this.id} has ${this.#pending} evaluation(s) in flight: await them (or abort them) before ${op}()`,
+      );
+    }
+  }
+
   /** @internal Runs `f` after every earlier call on this sequence. */
   serial<T>(f: () => Promise<T>): Promise<T> {
+    this.#pending++;
     const run = this.#chain.then(f, f);
+    const settled = () => {
+      this.#pending--;
+    };
+    run.then(settled, settled);
     this.#chain = run.catch(() => {});
     return run;
   }
@@ -523,7 +543,7 @@ export class Sequence {
 
   /** Forgets everything: position 0, fresh state, no checkpoints. The slot stays this sequence's. */
   clear(): void {
-    this.#check();
+    this.#checkIdle("clear");
     this.context.call((ec) => ec.clear(this.id));
   }
 
@@ -533,7 +553,7 @@ export class Sequence {
    * advances. Throws CONTEXT_FULL when every slot is in use.
    */
   fork(): Sequence {
-    this.#check();
+    this.#checkIdle("fork");
     const dst = this.context.claimFreeSlot();
     try {
       this.context.call((ec) => ec.fork(this.id, dst.id));
@@ -569,14 +589,14 @@ export class Sequence {
   /** Snapshots the state at the current position (kept under the context's checkpoint budget);
    *  returns the position. */
   checkpoint(): number {
-    this.#check();
+    this.#checkIdle("checkpoint");
     return this.context.call((ec) => ec.checkpoint(this.id));
   }
 
   /** The sequence's state as bytes (docs/state-format.md): position, token history (unless
    *  `history: false`), recurrent state, and with `checkpoints: true` its checkpoints. */
   saveState(options: SaveStateOptions = {}): Uint8Array {
-    this.#check();
+    this.#checkIdle("saveState");
     return this.context.call((ec) => ec.saveState(this.id, options.history ?? true, options.checkpoints ?? false));
   }
 
@@ -584,7 +604,7 @@ export class Sequence {
    *  model). STATE_MODEL_MISMATCH for another model, STATE_INVALID for truncated or corrupt bytes;
    *  on any error the sequence is left exactly as it was. */
   loadState(bytes: Uint8Array): void {
-    this.#check();
+    this.#checkIdle("loadState");
     if (!(bytes instanceof Uint8Array)) throw new InvalidArgumentError("loadState takes a Uint8Array");
     this.context.call((ec) => ec.loadState(this.id, bytes));
   }
