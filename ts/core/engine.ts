@@ -96,6 +96,42 @@ export interface EngineContext {
   release(): void;
 }
 
+/** The context methods both bindings expose with exactly the engine's signature. */
+type SharedContextMethod = Exclude<keyof EngineContext, "run" | "truncate" | "endGenerator" | "release">;
+/** A binding's context object: the shared methods as they are (the rest differs per target). */
+export type BindingContext = Pick<EngineContext, SharedContextMethod>;
+// A record, not an array, so the compiler checks the list is complete.
+const SHARED_CONTEXT_METHODS: Record<SharedContextMethod, true> = {
+  position: true,
+  clear: true,
+  fork: true,
+  rewind: true,
+  checkpoint: true,
+  history: true,
+  checkpoints: true,
+  checkpointBytes: true,
+  setCheckpointPolicy: true,
+  saveState: true,
+  loadState: true,
+  saveContext: true,
+  loadContext: true,
+  stateBytesPerSequence: true,
+  memory: true,
+  nVocab: true,
+  createGenerator: true,
+  releaseGenerator: true,
+};
+
+/** An `EngineContext` over a binding's context: the shared methods forwarded, the per-target
+ *  ones (`run`, `truncate`, `endGenerator`, `release`) given by the caller. */
+export function wrapBindingContext(c: BindingContext, own: Pick<EngineContext, "run" | "truncate" | "endGenerator" | "release">): EngineContext {
+  const out: Record<string, unknown> = { ...own };
+  for (const k of Object.keys(SHARED_CONTEXT_METHODS) as SharedContextMethod[]) {
+    out[k] = (...args: unknown[]) => (c[k] as (...a: unknown[]) => unknown).apply(c, args);
+  }
+  return out as unknown as EngineContext;
+}
+
 /** Runs `parse` on the GGUF header, read through ever larger prefixes until the engine has enough. The prefix
  *  starts at 1 MiB (enough for most headers) and grows as the engine asks, so no read ever needs
  *  more than the header itself. */

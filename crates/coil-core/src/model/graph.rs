@@ -545,42 +545,30 @@ fn attention(env: &Env, a: &AttnLayer, kv: &mut KvCache, sc: &mut Scratch, al: u
                 let qrow = &q[row * qd + g * grp * hd..row * qd + (g + 1) * grp * hd];
                 // SAFETY: rows of different tasks are disjoint (segment rows × KV head columns).
                 let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(row * qd + g * grp * hd), grp * hd) };
+                macro_rules! attend {
+                    ($elem:ty, $kernel:ident) => {{
+                        let blocks = std::slice::from_raw_parts(ptrs.as_ptr() as *const *const $elem, ptrs.len());
+                        let args = AttnArgs {
+                            q: qrow,
+                            n_q: grp,
+                            hd,
+                            n_keys,
+                            blocks,
+                            block_size: crate::context::kv::BLOCK_TOKENS,
+                            k_off,
+                            v_off,
+                            cell_stride: stride,
+                            scale,
+                        };
+                        $kernel(isa, &args, &mut scores[..grp * n_keys], o);
+                    }};
+                }
                 // SAFETY: the block pointers address blocks holding at least `n_keys` reserved and
                 // written cells of this sequence; the offsets come from the cache's layout.
                 unsafe {
                     match ty {
-                        KvType::F32 => {
-                            let blocks = std::slice::from_raw_parts(ptrs.as_ptr() as *const *const f32, ptrs.len());
-                            let args = AttnArgs {
-                                q: qrow,
-                                n_q: grp,
-                                hd,
-                                n_keys,
-                                blocks,
-                                block_size: crate::context::kv::BLOCK_TOKENS,
-                                k_off,
-                                v_off,
-                                cell_stride: stride,
-                                scale,
-                            };
-                            attend_f32_with(isa, &args, &mut scores[..grp * n_keys], o);
-                        }
-                        KvType::F16 => {
-                            let blocks = std::slice::from_raw_parts(ptrs.as_ptr() as *const *const u16, ptrs.len());
-                            let args = AttnArgs {
-                                q: qrow,
-                                n_q: grp,
-                                hd,
-                                n_keys,
-                                blocks,
-                                block_size: crate::context::kv::BLOCK_TOKENS,
-                                k_off,
-                                v_off,
-                                cell_stride: stride,
-                                scale,
-                            };
-                            attend_f16_with(isa, &args, &mut scores[..grp * n_keys], o);
-                        }
+                        KvType::F32 => attend!(f32, attend_f32_with),
+                        KvType::F16 => attend!(u16, attend_f16_with),
                     }
                 }
             }
