@@ -115,3 +115,6 @@ export interface RunResult {
   logits: Float32Array
   results: string
 }
+
+/** Threads a context uses by default: the physical cores this process may use. */
+export declare function threadCount(): number

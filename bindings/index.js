@@ -773,7 +773,7 @@ if (
   }
 }
 
-const { JobHandle, NativeContext, NativeModel, convertCheckpoint, cpuFeatures, engineVersion, inspectBytes, inspectFile, kernelSelfcheck, loadModelBytes, loadModelFile, quantizeFile } = nativeBinding
+const { JobHandle, NativeContext, NativeModel, convertCheckpoint, cpuFeatures, engineVersion, inspectBytes, inspectFile, kernelSelfcheck, loadModelBytes, loadModelFile, quantizeFile, threadCount } = nativeBinding
 export { JobHandle }
 export { NativeContext }
 export { NativeModel }
@@ -786,4 +786,5 @@ export { kernelSelfcheck }
 export { loadModelBytes }
 export { loadModelFile }
 export { quantizeFile }
+export { threadCount }
 export const __napiBindingTarget = __napiLoadedBindingTarget

@@ -9,6 +9,10 @@ export interface Engine {
   readonly name: BackendName;
   version(): string;
   cpuFeatures(): string[];
+  /** Threads a context uses by default (native: the physical cores; wasm: its worker pool + 1). */
+  threads(): number;
+  /** wasm: why the engine runs on one thread, when it does. */
+  readonly singleThreadedReason?: string;
   /** JSON from the core: every kernel path run against its scalar reference. */
   kernelSelfcheck(): string;
   /** Parse a header prefix of a file of `fileSize` bytes; throws GGUF_NEED_MORE when the prefix is short. */

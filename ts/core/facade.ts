@@ -158,7 +158,9 @@ export function createApi(hooks: TargetHooks): CoilFacade {
       version: engine.version(),
       cpuFeatures: engine.cpuFeatures(),
       kernels: JSON.parse(engine.kernelSelfcheck()) as BackendInfo["kernels"],
+      threads: engine.threads(),
     };
+    if (engine.singleThreadedReason) info.singleThreadedReason = engine.singleThreadedReason;
     if (fallbackReason) info.fallbackReason = fallbackReason;
     return info;
   }

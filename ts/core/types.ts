@@ -97,6 +97,12 @@ export interface BackendInfo {
   /** Each kernel path (scalar, avx2, avx512, neon, simd128) checked against the scalar reference
    *  on fixed inputs: the largest relative difference seen. */
   kernels: { path: string; max_rel_diff: number }[];
+  /** Threads a context uses by default: native, the physical cores; wasm, 1 plus the workers of
+   *  its thread pool (threaded module, where shared memory is available), else 1. */
+  threads: number;
+  /** wasm on one thread: why (no SharedArrayBuffer, not cross-origin isolated, a browser main
+   *  thread, or `COIL_WASM_THREADS=1`). */
+  singleThreadedReason?: string;
   /** Why native was not used, when "auto" fell back to wasm. */
   fallbackReason?: string;
 }
@@ -122,7 +128,9 @@ export interface ContextOptions {
   sequences?: number;
   /** When recurrent states are snapshotted for rollback (`truncate`, prompt reuse). */
   checkpoints?: CheckpointOptions;
-  /** Threads for evaluation (native). Default: the physical cores. The wasm engine runs on one. */
+  /** Threads for evaluation. Default: native, the physical cores; wasm, every thread of its pool
+   *  (see `BackendInfo.threads`; more than the pool has are not started). Results do not depend
+   *  on it. */
   threads?: number;
   /** Tokens each sequence may hold in the KV cache of attention layers (Jamba). Default: the
    *  model's training context (`{arch}.context_length`), capped at 4096. A sequence that would

@@ -5,11 +5,12 @@ import { wrapBindingContext, wrapBindingModel, type BindingContext, type Binding
 
 /** The functions wasm-bindgen generates for crates/coil-wasm. */
 export interface WasmBinding {
-  initSync(arg: { module: BufferSource | WebAssembly.Module }): unknown;
-  default(arg?: { module_or_path: unknown }): Promise<unknown>;
+  initSync(arg: { module: BufferSource | WebAssembly.Module; memory?: WebAssembly.Memory; thread_stack_size?: number }): { memory: WebAssembly.Memory };
+  default(arg?: { module_or_path: unknown; memory?: WebAssembly.Memory }): Promise<{ memory: WebAssembly.Memory }>;
   engineVersion(): string;
   cpuFeatures(): string[];
   kernelSelfcheck(): string;
+  threadCount(): number;
   inspectBytes(prefix: Uint8Array, fileSize: number, arrayHead: number): string;
   loadModelBytes(prefix: Uint8Array, fileSize: number): WasmModel;
 }
@@ -43,11 +44,19 @@ function wrapModel(m: WasmModel): EngineModel {
   return wrapBindingModel(m, wrapContext, () => m.free());
 }
 
-export function wasmEngine(b: WasmBinding): Engine {
+/** How the wasm engine was started: `singleThreadedReason` says why it runs on one thread, when it
+ *  does although more were wanted. */
+export interface WasmThreading {
+  singleThreadedReason?: string;
+}
+
+export function wasmEngine(b: WasmBinding, threading: WasmThreading = {}): Engine {
   return {
     name: "wasm",
     version: () => b.engineVersion(),
     cpuFeatures: () => b.cpuFeatures(),
+    threads: () => b.threadCount(),
+    singleThreadedReason: threading.singleThreadedReason,
     kernelSelfcheck: () => b.kernelSelfcheck(),
     inspectBytes: (prefix, fileSize, arrayHead) => b.inspectBytes(prefix, fileSize, arrayHead),
     loadModelBytes: (prefix, fileSize) => wrapModel(b.loadModelBytes(prefix, fileSize)),

@@ -43,6 +43,7 @@ export interface NativeBinding {
   loadModelBytes(prefix: Uint8Array, fileSize: number): NativeModel;
   engineVersion(): string;
   cpuFeatures(): string[];
+  threadCount(): number;
   kernelSelfcheck(): string;
   inspectFile(path: string, arrayHead?: number | null, signal?: AbortSignal | null): Promise<string>;
   inspectBytes(prefix: Uint8Array, fileSize: number, arrayHead?: number | null): string;
@@ -72,6 +73,7 @@ export async function loadNativeEngine(): Promise<Engine> {
     name: "native",
     version: () => binding.engineVersion(),
     cpuFeatures: () => binding.cpuFeatures(),
+    threads: () => binding.threadCount(),
     kernelSelfcheck: () => binding.kernelSelfcheck(),
     inspectBytes: (prefix, fileSize, arrayHead) => binding.inspectBytes(prefix, fileSize, arrayHead),
     loadModelBytes: (prefix, fileSize) => wrapModel(binding.loadModelBytes(prefix, fileSize)),

@@ -12,9 +12,17 @@
 //!   (the other tasks run) and the first panic is then re-raised on the caller of `run`.
 //! * A `run` from inside a task (nested), or while another thread is running a job on the same
 //!   pool, executes all its tasks inline on the calling thread: never a deadlock.
-//! * On wasm32 there are no threads: `run` always executes inline and `n_threads()` is 1.
+//! * On wasm32 without the `atomics` target feature (the default module) there are no threads:
+//!   `run` always executes inline and `n_threads()` is 1.
+//! * On wasm32 with `atomics` (the threaded module) threads cannot be spawned from Rust: the
+//!   JavaScript host creates one process-wide pool with [`wasm_pool::create`], starts a Web Worker /
+//!   `worker_threads` Worker per worker, each instantiating the module on the same shared memory
+//!   and calling [`wasm_pool::worker`] (which returns only at shutdown), and every `ThreadPool`
+//!   then uses that pool, capped at its own thread count. The job protocol is the native one; as
+//!   the caller only ever waits for workers that *joined* a job, workers that are still starting
+//!   (or never start) cost nothing but their share of the work.
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
 use std::sync::Arc;
 
 /// Native default thread count: the number of physical cores this process may use (on Linux read
@@ -22,9 +30,13 @@ use std::sync::Arc;
 /// `available_parallelism`, which honours CPU affinity and cgroup quotas). Other systems:
 /// `available_parallelism`. Always 1 on wasm32.
 pub fn physical_cores() -> usize {
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
     {
         1
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+    {
+        wasm_pool::threads()
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
@@ -133,7 +145,7 @@ std::thread_local! {
 /// A fixed set of worker threads that run `Fn(usize)` tasks. `Send + Sync`.
 pub struct ThreadPool {
     n_threads: usize,
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
     shared: Option<Arc<native::Shared>>,
     #[cfg(not(target_arch = "wasm32"))]
     handles: Vec<std::thread::JoinHandle<()>>,
@@ -147,13 +159,24 @@ impl std::fmt::Debug for ThreadPool {
 
 impl ThreadPool {
     /// A pool of `n_threads` threads in all: the caller of `run` plus `n_threads - 1` workers
-    /// (0 is treated as 1). On wasm32 no thread is started.
+    /// (0 is treated as 1). On wasm32 no thread is started: the single-threaded module runs
+    /// everything on the caller, the threaded one uses the host's pool (at most its size).
     pub fn new(n_threads: usize) -> ThreadPool {
         let n = n_threads.max(1);
-        #[cfg(target_arch = "wasm32")]
+        #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
         {
             let _ = n;
             ThreadPool { n_threads: 1 }
+        }
+        #[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+        {
+            match wasm_pool::shared() {
+                Some(s) if n > 1 => {
+                    let n = n.min(wasm_pool::threads());
+                    ThreadPool { n_threads: n, shared: (n > 1).then_some(s) }
+                }
+                _ => ThreadPool { n_threads: 1, shared: None },
+            }
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -186,11 +209,11 @@ impl ThreadPool {
         if n_tasks == 0 {
             return;
         }
-        #[cfg(not(target_arch = "wasm32"))]
+        #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
         {
             if let Some(shared) = &self.shared {
                 if n_tasks > 1 && !IN_POOL.with(|c| c.get()) {
-                    if let Some(r) = shared.try_run(n_tasks, &f) {
+                    if let Some(r) = shared.try_run(n_tasks, self.n_threads - 1, &f) {
                         if let Err(p) = r {
                             std::panic::resume_unwind(p);
                         }
@@ -232,7 +255,64 @@ impl Drop for ThreadPool {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+/// The threaded wasm module's process-wide pool, created and staffed by the JavaScript host.
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+pub mod wasm_pool {
+    use super::native::Shared;
+    use std::sync::{Arc, OnceLock};
+
+    static POOL: OnceLock<Arc<Shared>> = OnceLock::new();
+
+    /// Creates the pool for `n_workers` workers (once; later calls return the same pool) and
+    /// returns its address, which the host hands to each worker's [`worker`].
+    pub fn create(n_workers: usize) -> usize {
+        let p = POOL.get_or_init(|| Arc::new(Shared::new(n_workers.clamp(1, 255))));
+        Arc::as_ptr(p) as usize
+    }
+
+    pub(super) fn shared() -> Option<Arc<Shared>> {
+        POOL.get().cloned()
+    }
+
+    /// Threads a job can use: the workers plus the calling thread (1 without a pool).
+    pub fn threads() -> usize {
+        POOL.get().map_or(1, |p| p.n_workers() + 1)
+    }
+
+    fn get(addr: usize) -> Option<&'static Arc<Shared>> {
+        POOL.get().filter(|p| Arc::as_ptr(p) as usize == addr)
+    }
+
+    /// Runs one worker of the pool at `addr` on the calling (Worker) thread; returns at shutdown
+    /// or at once for an unknown address.
+    pub fn worker(addr: usize) {
+        if let Some(p) = get(addr) {
+            super::native::worker(p.clone());
+        }
+    }
+
+    /// Address of the pool's "broken" flag (an aligned u32): the host stores 1 there with
+    /// `Atomics.store` when a worker's instance failed (it cannot call into a failed instance),
+    /// so jobs stop waiting for workers and run on the caller from then on: a broken worker can
+    /// never make the caller wait forever.
+    pub fn broken_flag(addr: usize) -> usize {
+        get(addr).map_or(0, |p| p.broken_flag_addr())
+    }
+
+    /// Tasks the pool's workers have run so far (0 without a pool).
+    pub fn worker_tasks() -> u64 {
+        POOL.get().map_or(0, |p| p.worker_tasks())
+    }
+
+    /// The same as storing 1 at [`broken_flag`], for hosts that can still call the module.
+    pub fn worker_failed(addr: usize) {
+        if let Some(p) = get(addr) {
+            p.mark_broken();
+        }
+    }
+}
+
+#[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
 mod native {
     //! Job protocol. `state` packs `[generation: 32 bits][closed: 1 bit][active workers: 31 bits]`.
     //! The caller writes the job, then publishes a new generation (open, 0 active). A worker that
@@ -243,14 +323,67 @@ mod native {
     //! and never touches it, so it cannot hold the caller up.
     use super::IN_POOL;
     use std::any::Any;
-    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Condvar, Mutex};
-    use std::time::{Duration, Instant};
 
     /// How long an idle worker keeps checking for the next job before parking: first busy
     /// spinning, then yielding its time slice (polite when cores are oversubscribed).
-    const SPIN: Duration = Duration::from_micros(50);
-    const YIELD: Duration = Duration::from_micros(2000);
+    #[cfg(not(target_arch = "wasm32"))]
+    const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+    #[cfg(not(target_arch = "wasm32"))]
+    const YIELD: std::time::Duration = std::time::Duration::from_micros(2000);
+    /// wasm32 has no clock in std (and no yield): spin a number of checks (a few ms), then park.
+    #[cfg(target_arch = "wasm32")]
+    const PARK_AFTER_SPINS: u32 = 1 << 22;
+
+    /// What an idle worker does next.
+    enum Idle {
+        Spin,
+        #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+        Yield,
+        Park,
+    }
+
+    /// Measures a worker's idle time (wall clock natively, checks on wasm32).
+    struct IdleTimer {
+        #[cfg(not(target_arch = "wasm32"))]
+        start: std::time::Instant,
+        spins: u32,
+    }
+
+    impl IdleTimer {
+        fn new() -> IdleTimer {
+            IdleTimer {
+                #[cfg(not(target_arch = "wasm32"))]
+                start: std::time::Instant::now(),
+                spins: 0,
+            }
+        }
+
+        fn next(&mut self) -> Idle {
+            self.spins = self.spins.wrapping_add(1);
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                if self.spins.is_multiple_of(32) {
+                    let e = self.start.elapsed();
+                    if e > YIELD {
+                        return Idle::Park;
+                    } else if e > SPIN {
+                        return Idle::Yield;
+                    }
+                }
+                Idle::Spin
+            }
+            #[cfg(target_arch = "wasm32")]
+            {
+                if self.spins >= PARK_AFTER_SPINS {
+                    Idle::Park
+                } else {
+                    Idle::Spin
+                }
+            }
+        }
+    }
 
     const CLOSED: u64 = 1 << 31;
     const ACTIVE: u64 = CLOSED - 1;
@@ -265,6 +398,13 @@ mod native {
         next: AtomicUsize,
         /// Serialises jobs from different caller threads.
         busy: Mutex<()>,
+        /// Workers the current job may take (the caller's pool size minus one).
+        limit: AtomicU64,
+        n_workers: usize,
+        /// Set (to 1) by the wasm host when a worker's instance failed; never set natively.
+        broken: AtomicU32,
+        /// Tasks run by workers (not callers) since the pool started: evidence the workers work.
+        worker_tasks: AtomicU64,
         panic: Mutex<Option<Panic>>,
         panicked: AtomicBool,
         sleeping: AtomicUsize,
@@ -281,12 +421,16 @@ mod native {
     unsafe impl Send for Shared {}
 
     impl Shared {
-        pub(super) fn new(_n_workers: usize) -> Shared {
+        pub(super) fn new(n_workers: usize) -> Shared {
             Shared {
                 state: AtomicU64::new(CLOSED),
                 job: std::cell::UnsafeCell::new((0, std::ptr::null::<fn(usize)>() as *const (dyn Fn(usize) + Sync))),
                 next: AtomicUsize::new(0),
                 busy: Mutex::new(()),
+                limit: AtomicU64::new(0),
+                n_workers,
+                broken: AtomicU32::new(0),
+                worker_tasks: AtomicU64::new(0),
                 panic: Mutex::new(None),
                 panicked: AtomicBool::new(false),
                 sleeping: AtomicUsize::new(0),
@@ -296,8 +440,38 @@ mod native {
             }
         }
 
-        /// Runs the job on the pool, or returns None when another thread is using the pool.
-        pub(super) fn try_run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) -> Option<Result<(), Panic>> {
+        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+        pub(super) fn n_workers(&self) -> usize {
+            self.n_workers
+        }
+
+        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+        pub(super) fn mark_broken(&self) {
+            self.broken.store(1, Ordering::SeqCst);
+        }
+
+        /// Address of the flag [`Self::mark_broken`] sets, for a host that sets it with an atomic
+        /// store of 1 (a failed wasm instance cannot be called into any more).
+        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+        pub(super) fn broken_flag_addr(&self) -> usize {
+            &self.broken as *const AtomicU32 as usize
+        }
+
+        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+        pub(super) fn worker_tasks(&self) -> u64 {
+            self.worker_tasks.load(Ordering::Relaxed)
+        }
+
+        fn is_broken(&self) -> bool {
+            self.broken.load(Ordering::Relaxed) != 0
+        }
+
+        /// Runs the job on the pool with at most `max_workers` workers, or returns None when
+        /// another thread is using the pool (or the pool is broken).
+        pub(super) fn try_run(&self, n_tasks: usize, max_workers: usize, f: &(dyn Fn(usize) + Sync)) -> Option<Result<(), Panic>> {
+            if self.is_broken() {
+                return None;
+            }
             let _guard = match self.busy.try_lock() {
                 Ok(g) => g,
                 Err(std::sync::TryLockError::WouldBlock) => return None,
@@ -310,6 +484,7 @@ mod native {
                 *self.job.get() = (n_tasks, job);
             }
             self.next.store(0, Ordering::Relaxed);
+            self.limit.store(max_workers as u64, Ordering::Relaxed);
             self.panicked.store(false, Ordering::Relaxed);
             let gen = match (self.state.load(Ordering::Relaxed) >> 32).wrapping_add(1) & 0xFFFF_FFFF {
                 0 => 1, // 0 means "no job yet" to a starting worker
@@ -327,6 +502,15 @@ mod native {
             let mut s = self.state.fetch_or(CLOSED, Ordering::AcqRel) | CLOSED;
             let mut spins = 0u32;
             while s & ACTIVE != 0 {
+                if self.is_broken() {
+                    // A worker that joined died in the job: its tasks may not have run.
+                    let mut slot = self.panic.lock().unwrap_or_else(|p| p.into_inner());
+                    if slot.is_none() {
+                        *slot = Some(Box::new("a coil worker thread failed during a job"));
+                    }
+                    self.panicked.store(true, Ordering::Relaxed);
+                    break;
+                }
                 spins = spins.wrapping_add(1);
                 if spins.is_multiple_of(256) {
                     std::thread::yield_now();
@@ -346,12 +530,14 @@ mod native {
             })
         }
 
-        fn work(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        fn work(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) -> u64 {
+            let mut ran = 0;
             loop {
                 let i = self.next.fetch_add(1, Ordering::Relaxed);
                 if i >= n_tasks {
-                    break;
+                    return ran;
                 }
+                ran += 1;
                 if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))) {
                     let mut slot = self.panic.lock().unwrap_or_else(|p| p.into_inner());
                     if slot.is_none() {
@@ -366,7 +552,7 @@ mod native {
         fn join(&self, gen: u64) -> bool {
             let mut s = self.state.load(Ordering::Acquire);
             loop {
-                if s >> 32 != gen || s & CLOSED != 0 {
+                if s >> 32 != gen || s & CLOSED != 0 || s & ACTIVE >= self.limit.load(Ordering::Relaxed) {
                     return false;
                 }
                 match self.state.compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire) {
@@ -376,6 +562,7 @@ mod native {
             }
         }
 
+        #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
         pub(super) fn shutdown(&self) {
             self.stop.store(true, Ordering::SeqCst);
             let _p = self.park.lock().unwrap_or_else(|p| p.into_inner());
@@ -388,8 +575,7 @@ mod native {
         // Generation 0 is "no job yet" (a job may be published before this thread starts).
         let mut seen = 0u64;
         loop {
-            let start = Instant::now();
-            let mut spins = 0u32;
+            let mut idle = IdleTimer::new();
             let gen = loop {
                 let g = s.state.load(Ordering::Acquire) >> 32;
                 if g != seen {
@@ -398,10 +584,8 @@ mod native {
                 if s.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                spins = spins.wrapping_add(1);
-                if spins.is_multiple_of(32) {
-                    let e = start.elapsed();
-                    if e > YIELD {
+                match idle.next() {
+                    Idle::Park => {
                         // Park. Re-check under the lock so a notify cannot be missed.
                         let mut guard = s.park.lock().unwrap_or_else(|p| p.into_inner());
                         s.sleeping.fetch_add(1, Ordering::SeqCst);
@@ -410,13 +594,11 @@ mod native {
                         }
                         s.sleeping.fetch_sub(1, Ordering::SeqCst);
                         drop(guard);
-                        continue;
-                    } else if e > SPIN {
-                        std::thread::yield_now();
-                        continue;
+                        idle = IdleTimer::new();
                     }
+                    Idle::Yield => std::thread::yield_now(),
+                    Idle::Spin => std::hint::spin_loop(),
                 }
-                std::hint::spin_loop();
             };
             seen = gen;
             if !s.join(gen) {
@@ -425,7 +607,8 @@ mod native {
             // SAFETY: joined: the job stays valid until this worker leaves.
             let (n_tasks, job) = unsafe { *s.job.get() };
             let f: &(dyn Fn(usize) + Sync) = unsafe { &*job };
-            s.work(n_tasks, f);
+            let ran = s.work(n_tasks, f);
+            s.worker_tasks.fetch_add(ran, Ordering::Relaxed);
             s.state.fetch_sub(1, Ordering::Release);
         }
     }

@@ -33,6 +33,12 @@ pub fn cpu_features() -> Vec<String> {
     coil_core::cpu::features().into_iter().map(String::from).collect()
 }
 
+/// Threads a context uses by default: the physical cores this process may use.
+#[napi]
+pub fn thread_count() -> u32 {
+    coil_core::threads::physical_cores() as u32
+}
+
 /// Runs every kernel path this CPU supports against its scalar reference: JSON
 /// `[{"path","max_rel_diff"}]`.
 #[napi]

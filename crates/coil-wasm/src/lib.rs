@@ -43,3 +43,55 @@ pub fn inspect_bytes(prefix: &[u8], file_size: f64, array_head: i32) -> Result<S
     let file = GgufFile::parse(prefix, file_size as u64).map_err(to_js)?;
     Ok(inspect_json(&file, &opts))
 }
+
+/// Threads a job of this module can use: 1 for the single-threaded module, the pool's workers + 1
+/// for the threaded one once the host has started them.
+#[wasm_bindgen(js_name = threadCount)]
+pub fn thread_count() -> u32 {
+    coil_core::threads::physical_cores() as u32
+}
+
+/// Whether this is the threaded module (built with atomics; needs shared memory).
+#[wasm_bindgen(js_name = isThreaded)]
+pub fn is_threaded() -> bool {
+    cfg!(target_feature = "atomics")
+}
+
+#[cfg(target_feature = "atomics")]
+mod threads {
+    use coil_core::threads::wasm_pool;
+    use wasm_bindgen::prelude::*;
+
+    /// Creates the module's thread pool for `n_workers` workers and returns its address, which
+    /// each worker passes to `threadPoolWorker` (host side: ts/core/wasm-threads.ts).
+    #[wasm_bindgen(js_name = threadPoolCreate)]
+    pub fn thread_pool_create(n_workers: u32) -> u32 {
+        wasm_pool::create(n_workers as usize) as u32
+    }
+
+    /// Runs one pool worker on the calling Worker; does not return while the pool lives.
+    #[wasm_bindgen(js_name = threadPoolWorker)]
+    pub fn thread_pool_worker(addr: u32) {
+        wasm_pool::worker(addr as usize)
+    }
+
+    /// Address of the pool's broken flag (see `wasm_pool::broken_flag`).
+    #[wasm_bindgen(js_name = threadPoolBrokenFlag)]
+    pub fn thread_pool_broken_flag(addr: u32) -> u32 {
+        wasm_pool::broken_flag(addr as usize) as u32
+    }
+}
+
+/// Tasks the pool's workers have run so far (always 0 for the single-threaded module): lets tests
+/// and diagnostics see that the workers take part.
+#[wasm_bindgen(js_name = threadPoolWorkerTasks)]
+pub fn thread_pool_worker_tasks() -> f64 {
+    #[cfg(target_feature = "atomics")]
+    {
+        coil_core::threads::wasm_pool::worker_tasks() as f64
+    }
+    #[cfg(not(target_feature = "atomics"))]
+    {
+        0.0
+    }
+}
