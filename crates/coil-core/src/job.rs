@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::convert::{convert, ConvertOptions, OutType};
 use crate::error::{CoilError, ErrorCode, Result};
-use crate::quant::{quantize_gguf_with, QuantOptions};
 use crate::quant::rules::QuantTarget;
+use crate::quant::{quantize_gguf_with, QuantOptions};
 
 /// Shared between a running job and whoever watches it.
 #[derive(Default)]
@@ -58,10 +58,19 @@ fn aborted_if(job: &Job, r: Result<String>) -> Result<String> {
 }
 
 /// Converts the Hugging Face checkpoint in `dir` to `out` (see `convert::convert`); the report as JSON.
-pub fn convert_job(dir: &std::path::Path, out: &std::path::Path, outtype: &str, name: Option<String>, job: &Job) -> Result<String> {
+pub fn convert_job(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    outtype: &str,
+    name: Option<String>,
+    job: &Job,
+) -> Result<String> {
     let outtype = OutType::from_name(outtype).ok_or_else(|| {
         let names: Vec<&str> = OutType::ALL.iter().map(|t| t.name()).collect();
-        CoilError::new(ErrorCode::InvalidArgument, format!("unknown outtype \"{outtype}\": use one of {}", names.join(", ")))
+        CoilError::new(
+            ErrorCode::InvalidArgument,
+            format!("unknown outtype \"{outtype}\": use one of {}", names.join(", ")),
+        )
     })?;
     let r = convert(dir, out, ConvertOptions { outtype, name }, &mut |p| {
         job.report(json!({
@@ -94,10 +103,19 @@ pub fn convert_job(dir: &std::path::Path, out: &std::path::Path, outtype: &str, 
 }
 
 /// Quantizes `input` into `output` as llama-quantize does (see `quant::file`); the report as JSON.
-pub fn quantize_job(input: &std::path::Path, output: &std::path::Path, target: &str, threads: usize, job: &Job) -> Result<String> {
+pub fn quantize_job(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    target: &str,
+    threads: usize,
+    job: &Job,
+) -> Result<String> {
     let target = QuantTarget::from_name(target).ok_or_else(|| {
         let names: Vec<&str> = QuantTarget::ALL.iter().map(|t| t.name()).collect();
-        CoilError::new(ErrorCode::InvalidArgument, format!("unknown quantization type \"{target}\": use one of {}", names.join(", ")))
+        CoilError::new(
+            ErrorCode::InvalidArgument,
+            format!("unknown quantization type \"{target}\": use one of {}", names.join(", ")),
+        )
     })?;
     let opts = QuantOptions { target, pure: false, threads };
     let r = quantize_gguf_with(input, output, &opts, &mut |p| {

@@ -51,7 +51,11 @@ fn models() -> Vec<(String, Arc<Model>)> {
 }
 
 fn ctx(m: &Arc<Model>, n_seq: u32, threads: usize, ubatch: usize) -> Context {
-    Context::new(m.clone(), ContextParams { n_seq_max: n_seq, n_threads: threads, n_ubatch: ubatch, ..ContextParams::default() }).unwrap()
+    Context::new(
+        m.clone(),
+        ContextParams { n_seq_max: n_seq, n_threads: threads, n_ubatch: ubatch, ..ContextParams::default() },
+    )
+    .unwrap()
 }
 
 fn tokens(rng: &mut SplitMix64, n: usize, n_vocab: usize) -> Vec<u32> {

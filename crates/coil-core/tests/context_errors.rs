@@ -152,7 +152,9 @@ fn sequence_ids_and_params_are_checked() {
     assert_eq!(c.state_snapshot(7).unwrap_err().code, ErrorCode::InvalidArgument);
     assert_eq!(c.position(1).unwrap(), 0);
     // Defaults: n_threads 0 = the cores, n_ubatch 0 = 512.
-    let c = Context::new(m.clone(), ContextParams { n_seq_max: 1, n_threads: 0, n_ubatch: 0, ..ContextParams::default() }).unwrap();
+    let c =
+        Context::new(m.clone(), ContextParams { n_seq_max: 1, n_threads: 0, n_ubatch: 0, ..ContextParams::default() })
+            .unwrap();
     assert!(c.n_threads() >= 1);
     assert_eq!(c.params().n_ubatch, 512);
 }

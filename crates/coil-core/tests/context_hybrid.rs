@@ -40,7 +40,11 @@ fn context_full_is_checked_first_and_names_everything() {
         }
         let e = c.evaluate(&b).unwrap_err();
         assert_eq!(e.code, ErrorCode::ContextFull);
-        assert!(e.message.contains("sequence 0") && e.message.contains("30") && e.message.contains("40"), "{}", e.message);
+        assert!(
+            e.message.contains("sequence 0") && e.message.contains("30") && e.message.contains("40"),
+            "{}",
+            e.message
+        );
         assert_eq!(c.position(0).unwrap(), 30);
         assert_eq!(c.position(1).unwrap(), 0);
         assert_eq!(c.state_snapshot(0).unwrap(), snap);
@@ -131,7 +135,10 @@ fn accounting() {
         let rec = 4 * 2 * ((hp.d_conv - 1) * hp.d_inner + hp.d_state * hp.d_inner) as u64;
         assert_eq!(c.state_bytes_per_sequence(), rec);
         let j = c.memory_json();
-        assert!(j.contains(&format!("\"kv_bytes_per_token\":{}", per_tok * size)) && j.contains("\"context_length\":100"), "{j}");
+        assert!(
+            j.contains(&format!("\"kv_bytes_per_token\":{}", per_tok * size)) && j.contains("\"context_length\":100"),
+            "{j}"
+        );
     }
     // The default context length: the model's (4096 here), capped at 4096.
     let c = Context::new(m.clone(), ContextParams::default()).unwrap();

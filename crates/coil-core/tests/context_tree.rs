@@ -38,7 +38,8 @@ fn models() -> Vec<(String, Arc<Model>)> {
 }
 
 fn ctx(m: &Arc<Model>, n: u32) -> Context {
-    Context::new(m.clone(), ContextParams { n_seq_max: n, n_threads: 2, n_ubatch: 64, ..ContextParams::default() }).unwrap()
+    Context::new(m.clone(), ContextParams { n_seq_max: n, n_threads: 2, n_ubatch: 64, ..ContextParams::default() })
+        .unwrap()
 }
 
 /// State and all-token logits of a fresh sequence fed `h`.
@@ -339,7 +340,12 @@ fn runner_batches_generations_like_single_steps() {
     while live.iter().any(|&l| l) {
         let items: Vec<Item> = (0..8)
             .filter(|&s| live[s])
-            .map(|s| Item { seq: s as u32, tokens: if first { prompts[s].clone() } else { vec![] }, work: Work::Step(ids[s]), reuse: false })
+            .map(|s| Item {
+                seq: s as u32,
+                tokens: if first { prompts[s].clone() } else { vec![] },
+                work: Work::Step(ids[s]),
+                reuse: false,
+            })
             .collect();
         first = false;
         let o = run.run(&items).unwrap();

@@ -1262,7 +1262,11 @@ fn jamba_with_llama_style_tokenizer_json() {
             }
         }),
     );
-    write_json(d.path(), "tokenizer_config.json", serde_json::json!({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true}));
+    write_json(
+        d.path(),
+        "tokenizer_config.json",
+        serde_json::json!({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true}),
+    );
     let outp = d.path().join("j.gguf");
     let rep = run(d.path(), &outp, OutType::F32).unwrap();
     assert_eq!(rep.tokenizer.as_ref().unwrap().model, "llama");

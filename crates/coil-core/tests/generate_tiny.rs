@@ -52,7 +52,8 @@ fn tiny_tok() -> Arc<Model> {
 }
 
 fn context(m: &Arc<Model>) -> Context {
-    Context::new(m.clone(), ContextParams { n_seq_max: 2, n_threads: 1, n_ubatch: 0, ..ContextParams::default() }).unwrap()
+    Context::new(m.clone(), ContextParams { n_seq_max: 2, n_threads: 1, n_ubatch: 0, ..ContextParams::default() })
+        .unwrap()
 }
 
 fn params(json: &str) -> GenerateParams {
@@ -446,7 +447,9 @@ fn golden_seeded_run() {
     assert_eq!(toks, GOLDEN_TINY_MAMBA);
     // Reproducible, on another sequence with other threads and micro-batches, and with the
     // tokenizer loaded.
-    let mut ctx = Context::new(m.clone(), ContextParams { n_seq_max: 3, n_threads: 4, n_ubatch: 2, ..ContextParams::default() }).unwrap();
+    let mut ctx =
+        Context::new(m.clone(), ContextParams { n_seq_max: 3, n_threads: 4, n_ubatch: 2, ..ContextParams::default() })
+            .unwrap();
     assert_eq!(go(&m, &mut ctx, 2), GOLDEN_TINY_MAMBA);
     let mt = tiny_tok();
     let mut ctx = context(&mt);

@@ -3,7 +3,9 @@
 //! quantizers bit-identical to ggml (also on ggml's own reference vectors).
 
 use coil_core::gguf::GgmlType;
-use coil_core::kernels::matmul::{get_rows, matmul, matmul_exact, matmul_paths, matmul_ref, WeightRef, MATMUL_TYPES};
+use coil_core::kernels::matmul::{
+    get_rows, matmul, matmul_canon, matmul_exact, matmul_paths, matmul_ref, WeightRef, MATMUL_TYPES,
+};
 use coil_core::kernels::vecdot::actq::{self, NatAct};
 use coil_core::kernels::vecdot::ActKind;
 use coil_core::quant;
@@ -87,7 +89,7 @@ fn col_sizes(ty: GgmlType) -> Vec<usize> {
 }
 
 #[test]
-fn every_path_and_type_matches_the_exact_reference() {
+fn every_path_and_type_is_bit_identical_to_the_canonical_order() {
     let pool = ThreadPool::new(1);
     for &ty in &MATMUL_TYPES {
         for n_cols in col_sizes(ty) {
@@ -101,19 +103,26 @@ fn every_path_and_type_matches_the_exact_reference() {
                     let x = activations(n_tokens * n_cols, 7 + n_tokens as u64);
                     let mut want = vec![0f32; n_rows * n_tokens];
                     matmul_exact(&w, &x, n_tokens, &mut want);
+                    let mut canon = vec![0f32; n_rows * n_tokens];
+                    matmul_canon(&w, &x, n_tokens, &mut canon);
                     let scale = abs_scale(&w, &x, n_tokens);
                     for p in matmul_paths() {
                         let mut got = vec![f32::NAN; n_rows * n_tokens];
                         p.run(&w, &x, n_tokens, &mut got, &pool);
                         for i in 0..got.len() {
-                            if p.name() == "scalar" {
-                                assert_eq!(
-                                    got[i].to_bits(),
-                                    want[i].to_bits(),
-                                    "{ty} scalar must be ggml's generic result"
-                                );
-                                continue;
-                            }
+                            // Every path computes the canonical order, bit for bit (that is what
+                            // makes native and wasm agree exactly)...
+                            assert_eq!(
+                                got[i].to_bits(),
+                                canon[i].to_bits(),
+                                "{ty} {} ({}) {n_rows}x{n_cols} t={n_tokens} [{i}]: {} is not the canonical {}",
+                                p.name(),
+                                p.used_for(ty),
+                                got[i],
+                                canon[i]
+                            );
+                            // ...which differs from ggml's generic order only by the order of the
+                            // f32 additions.
                             let tol = 2e-6 * scale[i] + 1e-30;
                             assert!(
                                 ((got[i] - want[i]) as f64).abs() <= tol,

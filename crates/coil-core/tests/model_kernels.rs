@@ -1,5 +1,6 @@
 //! The model's kernels (SSM scans, conv, norms, element-wise math): every instruction-set path this
-//! machine can run against the scalar references, over a sweep of shapes (vector tails, long and
+//! machine can run against the scalar references (within 1e-5) and against the portable path
+//! (bit for bit), over a sweep of shapes (vector tails, long and
 //! single-token runs, states carried between calls), plus the properties the model relies on.
 
 use coil_core::kernels::conv::{ssm_conv_ref, ssm_conv_with, transpose_conv_weights, ConvArgs};
@@ -12,6 +13,16 @@ use coil_core::util::SplitMix64;
 
 fn rnd(r: &mut SplitMix64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..n).map(|_| lo + (hi - lo) * r.next_f32()).collect()
+}
+
+/// Bit-identical (every ISA path must give exactly what the portable path gives: no FMA, the
+/// canonical reduction order; that is what makes native and wasm agree bit for bit).
+#[track_caller]
+fn same(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(a.to_bits() == b.to_bits(), "{what}: element {i}: {a} != portable {b}");
+    }
 }
 
 fn rel(got: &[f32], want: &[f32]) -> f32 {
@@ -91,6 +102,10 @@ fn scan1_sweep() {
                 ssm_scan1_with(isa, &args, &mut s, &mut y);
                 assert!(rel(&y, &y_ref) < 1e-5, "{isa:?} t{t} e{e} n{n}: y {}", rel(&y, &y_ref));
                 assert!(rel(&s, &s_ref) < 1e-5, "{isa:?} t{t} e{e} n{n}: state {}", rel(&s, &s_ref));
+                let (mut sp, mut yp) = (st0.clone(), vec![0f32; t * e]);
+                ssm_scan1_with(Isa::Portable, &args, &mut sp, &mut yp);
+                same(&y, &yp, &format!("scan1 {isa:?} t{t} e{e} n{n}: y"));
+                same(&s, &sp, &format!("scan1 {isa:?} t{t} e{e} n{n}: state"));
             }
         }
     }
@@ -142,6 +157,10 @@ fn scan2_sweep() {
             ssm_scan2_with(isa, &args, &mut s, &mut y);
             assert!(rel(&y, &y_ref) < 1e-5, "{isa:?} t{t} h{h} p{p} n{n}: y {}", rel(&y, &y_ref));
             assert!(rel(&s, &s_ref) < 1e-5, "{isa:?} t{t} h{h} p{p} n{n}: state {}", rel(&s, &s_ref));
+            let (mut sp, mut yp) = (st0.clone(), vec![0f32; t * e]);
+            ssm_scan2_with(Isa::Portable, &args, &mut sp, &mut yp);
+            same(&y, &yp, &format!("scan2 {isa:?} t{t} h{h} p{p} n{n}: y"));
+            same(&s, &sp, &format!("scan2 {isa:?} t{t} h{h} p{p} n{n}: state"));
         }
     }
 }
@@ -207,6 +226,9 @@ fn conv_sweep() {
                 let (mut s, mut o) = (st0.clone(), vec![0f32; t * c]);
                 ssm_conv_with(isa, &a, &mut s, &mut o);
                 assert!(rel(&o, &o_ref) < 1e-5, "{isa:?} t{t} c{c} k{k}");
+                let (mut sp, mut op) = (st0.clone(), vec![0f32; t * c]);
+                ssm_conv_with(Isa::Portable, &a, &mut sp, &mut op);
+                same(&o, &op, &format!("conv {isa:?} t{t} c{c} k{k}"));
                 assert_eq!(s, s_ref, "{isa:?} t{t} c{c} k{k}: the state is a copy of inputs");
             }
         }
@@ -227,6 +249,9 @@ fn norms_sweep() {
             let mut got = vec![0f32; 4 * d];
             rms_norm_with(isa, &x, &w, 1e-6, &mut got);
             assert!(rel(&got, &want) < 1e-5, "{isa:?} d{d}");
+            let mut port = vec![0f32; 4 * d];
+            rms_norm_with(Isa::Portable, &x, &w, 1e-6, &mut port);
+            same(&got, &port, &format!("rms_norm {isa:?} d{d}"));
         }
     }
     for &(e, g) in &[(1536usize, 1usize), (8192, 8), (96, 3), (64, 64)] {
@@ -240,6 +265,10 @@ fn norms_sweep() {
             mul_silu_with(isa, &mut got, &z);
             group_rms_norm_inplace_with(isa, &mut got, &w, g, 1e-5);
             assert!(rel(&got, &want) < 1e-5, "{isa:?} e{e} g{g}");
+            let mut port = y.clone();
+            mul_silu_with(Isa::Portable, &mut port, &z);
+            group_rms_norm_inplace_with(Isa::Portable, &mut port, &w, g, 1e-5);
+            same(&got, &port, &format!("gated group norm {isa:?} e{e} g{g}"));
         }
     }
 }

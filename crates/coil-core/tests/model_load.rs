@@ -53,7 +53,11 @@ fn load_err(bytes: &[u8]) -> coil_core::CoilError {
 }
 
 fn logits(m: &Arc<Model>, toks: &[u32]) -> Vec<f32> {
-    let mut c = Context::new(m.clone(), ContextParams { n_seq_max: 1, n_threads: 1, n_ubatch: 512, ..ContextParams::default() }).unwrap();
+    let mut c = Context::new(
+        m.clone(),
+        ContextParams { n_seq_max: 1, n_threads: 1, n_ubatch: 512, ..ContextParams::default() },
+    )
+    .unwrap();
     c.evaluate(&Batch::for_sequence(0, toks, true)).unwrap().into_vec()
 }
 

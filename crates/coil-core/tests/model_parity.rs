@@ -183,7 +183,11 @@ fn chunked_loading_matches_mapped() {
         let tokens: Vec<u32> =
             r["prompts"][2]["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         let run = |m: &Arc<Model>| {
-            let mut ctx = Context::new(m.clone(), ContextParams { n_seq_max: 1, n_threads: 1, n_ubatch: 512, ..ContextParams::default() }).unwrap();
+            let mut ctx = Context::new(
+                m.clone(),
+                ContextParams { n_seq_max: 1, n_threads: 1, n_ubatch: 512, ..ContextParams::default() },
+            )
+            .unwrap();
             ctx.evaluate(&Batch::for_sequence(0, &tokens, true)).unwrap().into_vec()
         };
         assert_eq!(run(&chunked), run(&mapped), "{name}");

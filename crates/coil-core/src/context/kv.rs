@@ -58,7 +58,10 @@ impl KvType {
         match s.to_ascii_lowercase().as_str() {
             "f16" => Ok(KvType::F16),
             "f32" => Ok(KvType::F32),
-            _ => Err(CoilError::new(ErrorCode::InvalidArgument, format!("kv type must be \"f16\" or \"f32\", got {s:?}"))),
+            _ => Err(CoilError::new(
+                ErrorCode::InvalidArgument,
+                format!("kv type must be \"f16\" or \"f32\", got {s:?}"),
+            )),
         }
     }
     fn tag(self) -> u8 {
@@ -502,7 +505,8 @@ impl KvCache {
                     let off = self.layer_off[l] + part * BLOCK_TOKENS * d + (pos % BLOCK_TOKENS) * d;
                     let w = &mut self.blocks[id].words;
                     // SAFETY: as in `serialize`.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, self.block_elems * es) };
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, self.block_elems * es) };
                     dst[off * es..(off + d) * es].copy_from_slice(&bytes[at..at + d * es]);
                     at += d * es;
                 }
@@ -563,7 +567,11 @@ mod tests {
             c.check_capacity(0, 57).unwrap();
             let e = c.reserve(0, 58).unwrap_err();
             assert_eq!(e.code, ErrorCode::ContextFull);
-            assert!(e.message.contains("sequence 0") && e.message.contains("43") && e.message.contains("100"), "{}", e.message);
+            assert!(
+                e.message.contains("sequence 0") && e.message.contains("43") && e.message.contains("100"),
+                "{}",
+                e.message
+            );
             check(&c, 0, 0, 43);
             assert_eq!(c.block_table(0).len(), 2);
             c.clear(0);

@@ -35,7 +35,8 @@ impl HybridMemory {
             return Err(bad(format!("the context length must be in 1..={}, got {n_ctx}", u32::MAX)));
         }
         let rec = States::new(hp, n_seq)?;
-        let kv = if hp.n_attention_layers() > 0 { Some(KvCache::new(hp.kv_dims(), kv_type, n_seq, n_ctx)?) } else { None };
+        let kv =
+            if hp.n_attention_layers() > 0 { Some(KvCache::new(hp.kv_dims(), kv_type, n_seq, n_ctx)?) } else { None };
         Ok(HybridMemory { rec, kv, pos: vec![0; n_seq], n_ctx, kv_type })
     }
 
@@ -56,7 +57,10 @@ impl HybridMemory {
 
     fn check(&self, seq: u32) -> Result<usize> {
         if seq as usize >= self.pos.len() {
-            return Err(bad(format!("sequence {seq} is out of range: this context holds sequences 0..{}", self.pos.len())));
+            return Err(bad(format!(
+                "sequence {seq} is out of range: this context holds sequences 0..{}",
+                self.pos.len()
+            )));
         }
         Ok(seq as usize)
     }

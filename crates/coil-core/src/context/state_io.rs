@@ -326,7 +326,11 @@ impl<'a> Reader<'a> {
             return Err(CoilError::at(
                 ErrorCode::StateInvalid,
                 self.at as u64,
-                format!("saved state is truncated: {n} bytes needed at byte {}, {} left", self.at, self.b.len() - self.at),
+                format!(
+                    "saved state is truncated: {n} bytes needed at byte {}, {} left",
+                    self.at,
+                    self.b.len() - self.at
+                ),
             ));
         }
         let s = &self.b[self.at..self.at + n];
@@ -440,7 +444,15 @@ fn open<'a>(bytes: &'a [u8], want_id: &[u8]) -> Result<Header<'a>> {
 }
 
 fn parse_seq(r: &mut Reader, state_len: usize) -> Result<Parsed> {
-    let mut p = Parsed { slot: 0, pos: u32::MAX, history: None, state: Vec::new(), ckpts: Vec::new(), ckrefs: Vec::new(), kv: None };
+    let mut p = Parsed {
+        slot: 0,
+        pos: u32::MAX,
+        history: None,
+        state: Vec::new(),
+        ckpts: Vec::new(),
+        ckrefs: Vec::new(),
+        kv: None,
+    };
     let mut have_state = false;
     loop {
         let (tag, mut s) = r.section()?;
@@ -596,7 +608,10 @@ impl Context {
                 for _ in 0..count {
                     let pos = s.u32()?;
                     let st = s.take(state_len * 4)?;
-                    table.push((pos, st.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect()));
+                    table.push((
+                        pos,
+                        st.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
+                    ));
                 }
                 s.done("checkpoint table")?;
             }

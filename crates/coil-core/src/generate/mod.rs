@@ -431,7 +431,12 @@ impl Generator {
         if let Some(t) = self.pending {
             // Only when the sequence is where this generation left it.
             if self.sequence() == Some(seq) && Some(ctx.position(seq)? as u64) == self.position() {
-                ctx.evaluate(&crate::context::Batch { tokens: vec![t], seq: vec![seq], pos: None, logits: vec![false] })?;
+                ctx.evaluate(&crate::context::Batch {
+                    tokens: vec![t],
+                    seq: vec![seq],
+                    pos: None,
+                    logits: vec![false],
+                })?;
                 self.pending = None;
             }
         }

@@ -287,7 +287,10 @@ mod tests {
     fn decode_flat_items() {
         let items = Item::decode_flat(&[0, 1, 2], &[1, 2 | 4, 3], &[0, 0, 7], &[2, 1, 0], &[5, 6, 9]).unwrap();
         assert_eq!(items.len(), 3);
-        assert_eq!((items[0].seq, items[0].tokens.clone(), items[0].work, items[0].reuse), (0, vec![5, 6], Work::Eval(Want::Last), false));
+        assert_eq!(
+            (items[0].seq, items[0].tokens.clone(), items[0].work, items[0].reuse),
+            (0, vec![5, 6], Work::Eval(Want::Last), false)
+        );
         assert_eq!((items[1].tokens.clone(), items[1].work, items[1].reuse), (vec![9], Work::Eval(Want::All), true));
         assert_eq!((items[2].tokens.len(), items[2].work), (0, Work::Step(7)));
         assert!(Item::decode_flat(&[0], &[1, 1], &[0], &[1], &[5]).is_err());

@@ -9,10 +9,11 @@
 //!
 //! Arithmetic: f16 cells are widened to f32 exactly; scores `q·k · scale`, the softmax (max
 //! subtracted, `exp` as in [`super::ops`]) and the weighted sum of values all accumulate in f32.
-//! The paths differ from the scalar reference [`attend_ref`] only by the order of f32 additions
-//! and FMA contraction.
+//! The paths differ from the scalar reference [`attend_ref`] only by the order of f32 additions;
+//! every ISA path (portable, AVX2, AVX-512, NEON, simd128) gives the same bits: the sums go through
+//! [`super::ops::canon_sum`], nothing is fused.
 
-use super::ops::{dispatch, exp_ref, exp_v, max_rel_diff, names, Isa, Portable, Vf32};
+use super::ops::{canon_sum, dispatch, exp_ref, exp_v, max_rel_diff, names, Isa, Portable, Vf32};
 use crate::quant::half::{f16_to_f32, f32_to_f16};
 
 /// An element type of the KV cache: `f32`, or `u16` holding IEEE half bits.
@@ -77,7 +78,16 @@ pub struct AttnArgs<'a, T> {
 /// Scalar reference: keys and values as contiguous `[n_keys][hd]` f32 rows; `out` is `n_q × hd`.
 /// Plain f32 arithmetic in the kernel's order of operations.
 #[allow(clippy::too_many_arguments)]
-pub fn attend_ref(q: &[f32], n_q: usize, hd: usize, keys: &[f32], values: &[f32], n_keys: usize, scale: f32, out: &mut [f32]) {
+pub fn attend_ref(
+    q: &[f32],
+    n_q: usize,
+    hd: usize,
+    keys: &[f32],
+    values: &[f32],
+    n_keys: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
     let mut s = vec![0f32; n_keys];
     for i in 0..n_q {
         let qi = &q[i * hd..(i + 1) * hd];
@@ -109,27 +119,11 @@ pub fn attend_ref(q: &[f32], n_q: usize, hd: usize, keys: &[f32], values: &[f32]
     }
 }
 
-/// `Σ q[i]·k[i]` over `n` elements, two vector accumulators, tail in scalar.
+/// `Σ q[i]·k[i]` over `n` elements, in the canonical order of [`canon_sum`] (the same bits on
+/// every ISA).
 #[inline(always)]
 unsafe fn dot<V: Vf32, T: KvElem>(q: *const f32, k: *const T, n: usize) -> f32 {
-    let mut a0 = V::splat(0.0);
-    let mut a1 = V::splat(0.0);
-    let mut i = 0;
-    while i + 2 * V::LANES <= n {
-        a0 = V::load(q.add(i)).fmadd(T::load::<V>(k.add(i)), a0);
-        a1 = V::load(q.add(i + V::LANES)).fmadd(T::load::<V>(k.add(i + V::LANES)), a1);
-        i += 2 * V::LANES;
-    }
-    while i + V::LANES <= n {
-        a0 = V::load(q.add(i)).fmadd(T::load::<V>(k.add(i)), a0);
-        i += V::LANES;
-    }
-    let mut s = a0.add(a1).hsum();
-    while i < n {
-        s += *q.add(i) * (*k.add(i)).to_f32();
-        i += 1;
-    }
-    s
+    canon_sum::<V>(n, |i| V::load(q.add(i)).mul(T::load::<V>(k.add(i))), |i| *q.add(i) * (*k.add(i)).to_f32())
 }
 
 /// `o[i] += p · v[i]` over `n` elements.
@@ -147,28 +141,25 @@ unsafe fn axpy<V: Vf32, T: KvElem>(o: *mut f32, p: f32, v: *const T, n: usize) {
     }
 }
 
-/// In place `s[j] = exp(s[j] - m)`; returns the sum.
+/// In place `s[j] = exp(s[j] - m)`; returns the sum (in the canonical order of [`canon_sum`]).
 #[inline(always)]
 unsafe fn exp_sub_sum<V: Vf32>(s: &mut [f32], m: f32) -> f32 {
     let n = s.len();
     let p = s.as_mut_ptr();
     let vm = V::splat(m);
-    let mut acc = V::splat(0.0);
-    let mut i = 0;
-    while i + V::LANES <= n {
-        let e = exp_v(V::load(p.add(i)).sub(vm));
-        e.store(p.add(i));
-        acc = acc.add(e);
-        i += V::LANES;
-    }
-    let mut sum = acc.hsum();
-    while i < n {
-        let e = exp_v(Portable::load(p.add(i)).sub(Portable::splat(m)));
-        e.store(p.add(i));
-        sum += *p.add(i);
-        i += 1;
-    }
-    sum
+    canon_sum::<V>(
+        n,
+        |i| {
+            let e = exp_v(V::load(p.add(i)).sub(vm));
+            e.store(p.add(i));
+            e
+        },
+        |i| {
+            let e = exp_v(Portable::load(p.add(i)).sub(Portable::splat(m)));
+            e.store(p.add(i));
+            *p.add(i)
+        },
+    )
 }
 
 #[inline(always)]
@@ -295,7 +286,9 @@ pub(crate) fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
         out.push((names::F16_WIDEN[isa as usize], if bad { f32::INFINITY } else { 0.0 }));
         let mut worst32 = 0f32;
         let mut worst16 = 0f32;
-        for &(n_q, hd, n_keys, bs) in &[(1usize, 8usize, 1usize, 4usize), (2, 8, 13, 4), (4, 64, 70, 32), (3, 20, 5, 2), (1, 128, 200, 32)] {
+        for &(n_q, hd, n_keys, bs) in
+            &[(1usize, 8usize, 1usize, 4usize), (2, 8, 13, 4), (4, 64, 70, 32), (3, 20, 5, 2), (1, 128, 200, 32)]
+        {
             let n_kv = 2;
             let stride = n_kv * hd;
             let k_off = hd + 3;
@@ -308,14 +301,36 @@ pub(crate) fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
             let (b32, k, v) = make_blocks::<f32>(&mut rng, n_keys, bs, hd, stride, k_off, v_off);
             attend_ref(&q, n_q, hd, &k, &v, n_keys, scale, &mut want);
             let ptrs: Vec<*const f32> = b32.iter().map(|b| b.as_ptr()).collect();
-            let a = AttnArgs { q: &q, n_q, hd, n_keys, blocks: &ptrs, block_size: bs, k_off, v_off, cell_stride: stride, scale };
+            let a = AttnArgs {
+                q: &q,
+                n_q,
+                hd,
+                n_keys,
+                blocks: &ptrs,
+                block_size: bs,
+                k_off,
+                v_off,
+                cell_stride: stride,
+                scale,
+            };
             // SAFETY: the blocks hold every addressed cell (make_blocks sizes them).
             unsafe { attend_f32_with(isa, &a, &mut scores, &mut got) };
             worst32 = worst32.max(max_rel_diff(&got, &want));
             let (b16, k, v) = make_blocks::<u16>(&mut rng, n_keys, bs, hd, stride, k_off, v_off);
             attend_ref(&q, n_q, hd, &k, &v, n_keys, scale, &mut want);
             let ptrs: Vec<*const u16> = b16.iter().map(|b| b.as_ptr()).collect();
-            let a = AttnArgs { q: &q, n_q, hd, n_keys, blocks: &ptrs, block_size: bs, k_off, v_off, cell_stride: stride, scale };
+            let a = AttnArgs {
+                q: &q,
+                n_q,
+                hd,
+                n_keys,
+                blocks: &ptrs,
+                block_size: bs,
+                k_off,
+                v_off,
+                cell_stride: stride,
+                scale,
+            };
             // SAFETY: as above.
             unsafe { attend_f16_with(isa, &a, &mut scores, &mut got) };
             worst16 = worst16.max(max_rel_diff(&got, &want));
@@ -336,6 +351,67 @@ mod tests {
         assert!(out.iter().any(|(n, _)| *n == "attention_f16/portable"));
         for (n, d) in out {
             assert!(d < 1e-5, "{n}: {d}");
+        }
+    }
+
+    /// Every ISA path gives the portable path's bits (f32 and f16 cells, with and without tails).
+    #[test]
+    fn every_isa_is_bit_identical_to_portable() {
+        let mut rng = crate::util::SplitMix64::new(0xb17);
+        for &(n_q, hd, n_keys, bs) in
+            &[(2usize, 8usize, 13usize, 4usize), (4, 64, 70, 32), (3, 20, 5, 2), (1, 128, 200, 32)]
+        {
+            let n_kv = 2;
+            let stride = n_kv * hd;
+            let k_off = hd + 3;
+            let v_off = k_off + bs * stride + 5;
+            let q: Vec<f32> = (0..n_q * hd).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+            let scale = 1.0 / (hd as f32).sqrt();
+            let (b32, _, _) = make_blocks::<f32>(&mut rng, n_keys, bs, hd, stride, k_off, v_off);
+            let p32: Vec<*const f32> = b32.iter().map(|b| b.as_ptr()).collect();
+            let a32 = AttnArgs {
+                q: &q,
+                n_q,
+                hd,
+                n_keys,
+                blocks: &p32,
+                block_size: bs,
+                k_off,
+                v_off,
+                cell_stride: stride,
+                scale,
+            };
+            let (b16, _, _) = make_blocks::<u16>(&mut rng, n_keys, bs, hd, stride, k_off, v_off);
+            let p16: Vec<*const u16> = b16.iter().map(|b| b.as_ptr()).collect();
+            let a16 = AttnArgs {
+                q: &q,
+                n_q,
+                hd,
+                n_keys,
+                blocks: &p16,
+                block_size: bs,
+                k_off,
+                v_off,
+                cell_stride: stride,
+                scale,
+            };
+            let run = |isa: Isa| {
+                let mut scores = vec![0f32; n_q * n_keys];
+                let (mut o32, mut o16) = (vec![0f32; n_q * hd], vec![0f32; n_q * hd]);
+                // SAFETY: the blocks hold every addressed cell (make_blocks sizes them).
+                unsafe {
+                    attend_f32_with(isa, &a32, &mut scores, &mut o32);
+                    attend_f16_with(isa, &a16, &mut scores, &mut o16);
+                }
+                (o32, o16)
+            };
+            let want = run(Isa::Portable);
+            for isa in Isa::available() {
+                let got = run(isa);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got.0), bits(&want.0), "{isa:?} f32 cells nq{n_q} hd{hd} keys{n_keys}");
+                assert_eq!(bits(&got.1), bits(&want.1), "{isa:?} f16 cells nq{n_q} hd{hd} keys{n_keys}");
+            }
         }
     }
 

@@ -219,6 +219,70 @@ pub fn matmul_exact(w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [f32]) 
     }
 }
 
+/// The canonical order (module docs of [`super::vecdot`]) in plain scalar code: what every fast
+/// path gives bit for bit (the "scalar" path). Quantized weights: the activations quantized as
+/// ggml does, integer sums per block, then the canonical float order; float weights: the
+/// canonical 16-lane sum of [`super::ops::canon_sum`].
+pub fn matmul_canon(w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    check_shapes(w, x, n_tokens, out);
+    let n = w.n_cols;
+    match act_kind(w.ty) {
+        None => {
+            let mut row = vec![0f32; n];
+            for r in 0..w.n_rows {
+                quant::dequantize_row(w.ty, w.row(r), &mut row).expect("checked");
+                for t in 0..n_tokens {
+                    out[t * w.n_rows + r] = canon_dot_f32(&row, &x[t * n..(t + 1) * n]);
+                }
+            }
+        }
+        Some(kind) => {
+            let aty = match kind {
+                ActKind::Q8_0 => GgmlType::Q8_0,
+                ActKind::Q8_1 => GgmlType::Q8_1,
+                ActKind::Q8K => GgmlType::Q8_K,
+            };
+            use vecdot::generic as g;
+            let dot: fn(&[u8], &[u8]) -> f32 = match w.ty {
+                GgmlType::Q4_0 => g::canon_q4_0_q8_0,
+                GgmlType::Q4_1 => g::canon_q4_1_q8_1,
+                GgmlType::Q5_0 => g::canon_q5_0_q8_0,
+                GgmlType::Q5_1 => g::canon_q5_1_q8_1,
+                GgmlType::Q8_0 => g::canon_q8_0_q8_0,
+                GgmlType::Q4_K => g::canon_q4_k_q8_k,
+                GgmlType::Q5_K => g::canon_q5_k_q8_k,
+                GgmlType::Q6_K => g::canon_q6_k_q8_k,
+                _ => unreachable!(),
+            };
+            let ab = quant::row_bytes(aty, n).expect("block multiple");
+            let mut acts = vec![0u8; ab * n_tokens];
+            for t in 0..n_tokens {
+                quant::quantize_row(aty, &x[t * n..(t + 1) * n], &mut acts[t * ab..(t + 1) * ab]).expect("checked");
+            }
+            for r in 0..w.n_rows {
+                let wr = w.row(r);
+                for t in 0..n_tokens {
+                    out[t * w.n_rows + r] = dot(wr, &acts[t * ab..(t + 1) * ab]);
+                }
+            }
+        }
+    }
+}
+
+/// `Σ a[i]·b[i]` in the canonical order of [`super::ops::canon_sum`], plain scalar code.
+pub fn canon_dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    use super::ops::{canon_sum, Portable, Vf32};
+    let n = a.len().min(b.len());
+    // SAFETY: indexes below `n`; the portable "vector" is one plain f32.
+    unsafe {
+        canon_sum::<Portable>(
+            n,
+            |i| Portable::splat(*a.get_unchecked(i) * *b.get_unchecked(i)),
+            |i| *a.get_unchecked(i) * *b.get_unchecked(i),
+        )
+    }
+}
+
 /// Embedding lookup: `out[i * n_cols ..][..n_cols]` = row `ids[i]` dequantized. An id `>= n_rows`
 /// or an `out` of the wrong length is an `InvalidArgument` error (never a panic).
 pub fn get_rows(w: &WeightRef, ids: &[u32], out: &mut [f32]) -> Result<()> {
@@ -358,11 +422,11 @@ thread_local! {
     static NAT: RefCell<actq::NatAct> = RefCell::new(actq::NatAct::default());
 }
 
-/// Scalar path: ggml's generic arithmetic, rows split over the pool.
+/// Scalar path: the canonical order in plain code ([`matmul_canon`]), rows split over the pool.
 fn scalar_parallel(w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [f32], pool: &ThreadPool) {
     let n_tasks = pool.n_threads().min(w.n_rows);
     if n_tasks <= 1 || w.n_rows * w.n_cols * n_tokens < 1 << 16 {
-        return matmul_exact(w, x, n_tokens, out);
+        return matmul_canon(w, x, n_tokens, out);
     }
     let chunk = w.n_rows.div_ceil(n_tasks);
     let outp = SyncPtr(out.as_mut_ptr());
@@ -375,7 +439,7 @@ fn scalar_parallel(w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [f32], p
         }
         let sub = w.rows(r0, r1 - r0).expect("in range");
         let mut tmp = vec![0f32; (r1 - r0) * n_tokens];
-        matmul_exact(&sub, x, n_tokens, &mut tmp);
+        matmul_canon(&sub, x, n_tokens, &mut tmp);
         let o = outp;
         for t in 0..n_tokens {
             for r in r0..r1 {

@@ -1,11 +1,11 @@
 //! RMS normalisation: the per-token norms of the Mamba blocks, the weightless dt/B/C norms of
 //! Falcon-Mamba, and Mamba-2's gated grouped norm.
 //!
-//! `y = x / sqrt(mean(x²) + eps) · w` per row, the mean in f32 (lane-wise partial sums, then the
-//! lanes added; ggml sums in double, which differs at the 1e-7 relative level). The scale is
+//! `y = x / sqrt(mean(x²) + eps) · w` per row, the mean in f32 (summed in the canonical order of `ops::canon_sum`, the same bits on every ISA:
+//! ggml sums in double, which differs at the 1e-7 relative level). The scale is
 //! computed as `1/sqrt(mean + eps)` in f32, then `x · scale · w`, in that order, as ggml does.
 
-use super::ops::{dispatch, max_rel_diff, names, silu_ref, Isa, Portable, Vf32};
+use super::ops::{canon_sum, dispatch, max_rel_diff, names, silu_ref, Isa, Portable, Vf32};
 
 /// Reference: one row, `w` optional (weightless when `None`).
 pub fn rms_norm_row_ref(x: &[f32], w: Option<&[f32]>, eps: f32, out: &mut [f32]) {
@@ -24,32 +24,18 @@ pub fn rms_norm_row_ref(x: &[f32], w: Option<&[f32]>, eps: f32, out: &mut [f32])
     }
 }
 
-/// Sum of squares of `n` floats at `p`: `LANES`-wide partial sums, then a horizontal sum, then the
-/// tail.
+/// Sum of squares of `n` floats at `p`, in the canonical order of [`canon_sum`] (the same bits on
+/// every ISA).
 #[inline(always)]
 unsafe fn sumsq<V: Vf32>(p: *const f32, n: usize) -> f32 {
-    let mut acc0 = V::splat(0.0);
-    let mut acc1 = V::splat(0.0);
-    let mut i = 0;
-    while i + 2 * V::LANES <= n {
-        let a = V::load(p.add(i));
-        let b = V::load(p.add(i + V::LANES));
-        acc0 = a.fmadd(a, acc0);
-        acc1 = b.fmadd(b, acc1);
-        i += 2 * V::LANES;
-    }
-    while i + V::LANES <= n {
-        let a = V::load(p.add(i));
-        acc0 = a.fmadd(a, acc0);
-        i += V::LANES;
-    }
-    let mut s = acc0.add(acc1).hsum();
-    while i < n {
-        let v = *p.add(i);
-        s += v * v;
-        i += 1;
-    }
-    s
+    canon_sum::<V>(
+        n,
+        |i| {
+            let a = V::load(p.add(i));
+            a.mul(a)
+        },
+        |i| *p.add(i) * *p.add(i),
+    )
 }
 
 /// `out[i] = x[i] * scale * w[i]` (or without `w`), `n` floats.

@@ -344,7 +344,15 @@ struct Env<'a> {
 
 /// Causal depthwise conv (+ bias, SiLU) of `proj`'s columns `col0..col0+conv_dim` over each
 /// sequence's rows, with its state slot of recurrent layer `rl`; output in `sc.conv`.
-fn conv_segments(env: &Env, states: &mut States, sc: &mut Scratch, rl: usize, conv_w: &[f32], conv_b: Option<&[f32]>, col0: usize) {
+fn conv_segments(
+    env: &Env,
+    states: &mut States,
+    sc: &mut Scratch,
+    rl: usize,
+    conv_w: &[f32],
+    conv_b: Option<&[f32]>,
+    col0: usize,
+) {
     let (hp, n_t, segs, isa) = (env.hp, env.n_t, env.segs, env.isa);
     let dip = hp.d_in_proj();
     let cd = hp.conv_dim();
@@ -384,7 +392,14 @@ fn conv_segments(env: &Env, states: &mut States, sc: &mut Scratch, rl: usize, co
 
 /// The Mamba-1 mixer (Falcon's weightless and Jamba's weighted dt/B/C norms included) of
 /// recurrent layer `rl`: `sc.u` in, `sc.out` out.
-fn mamba1_mixer(env: &Env, l: &MambaLayer, states: &mut States, sc: &mut Scratch, rl: usize, tm: &mut Timer) -> Result<()> {
+fn mamba1_mixer(
+    env: &Env,
+    l: &MambaLayer,
+    states: &mut States,
+    sc: &mut Scratch,
+    rl: usize,
+    tm: &mut Timer,
+) -> Result<()> {
     let (w, hp, pool, isa, segs, n_t) = (env.w, env.hp, env.pool, env.isa, env.segs, env.n_t);
     let (d, e, r, n) = (hp.n_embd, hp.d_inner, hp.dt_rank, hp.d_state);
     let dip = hp.d_in_proj();
@@ -707,7 +722,10 @@ pub(crate) fn forward(
                     }
                     JambaMixer::Attention(a) => {
                         let kv = kv.as_deref_mut().ok_or_else(|| {
-                            crate::error::CoilError::new(crate::error::ErrorCode::Internal, "attention layer without a KV cache")
+                            crate::error::CoilError::new(
+                                crate::error::ErrorCode::Internal,
+                                "attention layer without a KV cache",
+                            )
                         })?;
                         attention(&env, a, kv, sc, al, &mut tm)?;
                         al += 1;

@@ -162,7 +162,8 @@ impl HParams {
             eps,
             dt_b_c_rms: false,
             dt_b_c_eps: eps,
-            n_ctx_train: file.get(&k("context_length")).and_then(|v| v.as_u64()).unwrap_or(0).min(u32::MAX as u64) as usize,
+            n_ctx_train: file.get(&k("context_length")).and_then(|v| v.as_u64()).unwrap_or(0).min(u32::MAX as u64)
+                as usize,
             n_head_attn: 0,
             n_head_kv: Vec::new(),
             moe: Vec::new(),
@@ -301,7 +302,11 @@ fn jamba_hparams(file: &GgufFile, hp: &mut HParams) -> Result<()> {
         Some(crate::gguf::GgufValue::Array(a)) => a
             .to_i64_vec()
             .ok_or_else(|| CoilError::new(ErrorCode::GgufInvalid, format!("{kvk} is not an array of integers")))?,
-        Some(v) => vec![v.as_i64().ok_or_else(|| CoilError::new(ErrorCode::GgufInvalid, format!("{kvk} is not an integer")))?; n_layer],
+        Some(v) => vec![
+            v.as_i64()
+                .ok_or_else(|| CoilError::new(ErrorCode::GgufInvalid, format!("{kvk} is not an integer")))?;
+            n_layer
+        ],
     };
     if kv.len() != n_layer {
         return Err(CoilError::new(

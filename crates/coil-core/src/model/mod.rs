@@ -28,8 +28,8 @@ use crate::tokenizer::{DetokenizeOptions, StreamDecoder, Tokenizer};
 
 pub use hparams::{Arch, HParams};
 pub use weights::{
-    ArchWeights, AttnLayer, Ffn, JambaLayer, JambaMixer, JambaWeights, Mamba2Layer, Mamba2Weights, MambaLayer, MambaWeights,
-    Matrix, Weights,
+    ArchWeights, AttnLayer, Ffn, JambaLayer, JambaMixer, JambaWeights, Mamba2Layer, Mamba2Weights, MambaLayer,
+    MambaWeights, Matrix, Weights,
 };
 
 pub struct Model {

@@ -334,12 +334,13 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
                 let x = j.n_expert;
                 // The router stays F32, as llama.cpp's converter and quantizer keep it.
                 f32t(&mut w, b("ffn_gate_inp.weight"), vec![d as u64, x as u64], g2.sym(d * x, inv(d)))?;
-                let mut stacked = |w: &mut GgufWriter, name: String, rows: usize, cols: usize, scale: f32| -> Result<()> {
-                    let v = g3.sym(rows * cols * x, scale);
-                    let ty = if (cols as u64).is_multiple_of(mt.block_size()) { mt } else { GgmlType::F16 };
-                    w.add_tensor(name, vec![cols as u64, rows as u64, x as u64], ty.id(), encode(ty, &v, cols)?)?;
-                    Ok(())
-                };
+                let mut stacked =
+                    |w: &mut GgufWriter, name: String, rows: usize, cols: usize, scale: f32| -> Result<()> {
+                        let v = g3.sym(rows * cols * x, scale);
+                        let ty = if (cols as u64).is_multiple_of(mt.block_size()) { mt } else { GgmlType::F16 };
+                        w.add_tensor(name, vec![cols as u64, rows as u64, x as u64], ty.id(), encode(ty, &v, cols)?)?;
+                        Ok(())
+                    };
                 stacked(&mut w, b("ffn_gate_exps.weight"), f, d, inv(d))?;
                 stacked(&mut w, b("ffn_up_exps.weight"), f, d, inv(d))?;
                 stacked(&mut w, b("ffn_down_exps.weight"), d, f, inv(f))?;

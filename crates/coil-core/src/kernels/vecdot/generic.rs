@@ -253,3 +253,176 @@ pub fn vec_dot_q6_k_q8_k_ref(w: &[u8], y: &[u8]) -> f32 {
     }
     sumf
 }
+
+// ---------------------------------------------------------------------------------------------
+// The canonical order (what every ISA path computes, bit for bit; see the module docs of
+// `super`): the integer sums as above, then
+// * legacy types: block b goes to lane b % 8: `lane = lane + (f32(I) · d_w) · d_x`, then for
+//   Q4_1/Q5_1 `lane = lane + m_w · s_x`; the 8 lanes added as a halving tree (l+4, l+2, l+1);
+// * k-quants: one running sum over the super-blocks: `acc = acc + (f32(I) · d) · d_x`, then for
+//   Q4_K/Q5_K `acc = acc − (f32(M) · dmin) · d_x`, with `I` = Σ scale·q·x and `M` = Σ min·bsum as
+//   exact integers.
+
+/// The halving tree of the 8 block lanes: ((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7)).
+#[inline(always)]
+pub fn tree8(l: [f32; 8]) -> f32 {
+    let s4 = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+    let s2 = [s4[0] + s4[2], s4[1] + s4[3]];
+    s2[0] + s2[1]
+}
+
+/// Canonical legacy dot from per-block `(I, d_w, d_x, m_w · s_x term or None)`.
+#[inline(always)]
+fn canon_legacy(nb: usize, mut blk: impl FnMut(usize) -> (i32, f32, f32, Option<(f32, f32)>)) -> f32 {
+    let mut l = [0f32; 8];
+    for b in 0..nb {
+        let (i, dw, dx, extra) = blk(b);
+        let mut v = l[b % 8] + (i as f32 * dw) * dx;
+        if let Some((m, s)) = extra {
+            v += m * s;
+        }
+        l[b % 8] = v;
+    }
+    tree8(l)
+}
+
+pub fn canon_q4_0_q8_0(w: &[u8], y: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_Q4_0;
+    canon_legacy(nb, |b| {
+        let (x, y) = (&w[b * BLOCK_Q4_0..], &y[b * BLOCK_Q8_0..]);
+        let mut s = 0i32;
+        for j in 0..16 {
+            s += ((x[2 + j] & 0x0F) as i32 - 8) * (y[2 + j] as i8 as i32);
+            s += ((x[2 + j] >> 4) as i32 - 8) * (y[2 + 16 + j] as i8 as i32);
+        }
+        (s, h(x, 0), h(y, 0), None)
+    })
+}
+
+pub fn canon_q4_1_q8_1(w: &[u8], y: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_Q4_1;
+    canon_legacy(nb, |b| {
+        let (x, y) = (&w[b * BLOCK_Q4_1..], &y[b * BLOCK_Q8_1..]);
+        let mut s = 0i32;
+        for j in 0..16 {
+            s += (x[4 + j] & 0x0F) as i32 * (y[4 + j] as i8 as i32);
+            s += (x[4 + j] >> 4) as i32 * (y[4 + 16 + j] as i8 as i32);
+        }
+        (s, h(x, 0), h(y, 0), Some((h(x, 2), h(y, 2))))
+    })
+}
+
+pub fn canon_q5_0_q8_0(w: &[u8], y: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_Q5_0;
+    canon_legacy(nb, |b| {
+        let (x, y) = (&w[b * BLOCK_Q5_0..], &y[b * BLOCK_Q8_0..]);
+        let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
+        let mut s = 0i32;
+        for j in 0..16 {
+            let x0 = ((x[6 + j] & 0x0F) | ((((qh >> j) & 1) << 4) as u8)) as i32 - 16;
+            let x1 = ((x[6 + j] >> 4) | ((((qh >> (j + 16)) & 1) << 4) as u8)) as i32 - 16;
+            s += x0 * (y[2 + j] as i8 as i32) + x1 * (y[2 + 16 + j] as i8 as i32);
+        }
+        (s, h(x, 0), h(y, 0), None)
+    })
+}
+
+pub fn canon_q5_1_q8_1(w: &[u8], y: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_Q5_1;
+    canon_legacy(nb, |b| {
+        let (x, y) = (&w[b * BLOCK_Q5_1..], &y[b * BLOCK_Q8_1..]);
+        let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
+        let mut s = 0i32;
+        for j in 0..16 {
+            let x0 = ((x[8 + j] & 0x0F) | ((((qh >> j) & 1) << 4) as u8)) as i32;
+            let x1 = ((x[8 + j] >> 4) | ((((qh >> (j + 16)) & 1) << 4) as u8)) as i32;
+            s += x0 * (y[4 + j] as i8 as i32) + x1 * (y[4 + 16 + j] as i8 as i32);
+        }
+        (s, h(x, 0), h(y, 0), Some((h(x, 2), h(y, 2))))
+    })
+}
+
+pub fn canon_q8_0_q8_0(w: &[u8], y: &[u8]) -> f32 {
+    let nb = w.len() / BLOCK_Q8_0;
+    canon_legacy(nb, |b| {
+        let (x, y) = (&w[b * BLOCK_Q8_0..], &y[b * BLOCK_Q8_0..]);
+        let mut s = 0i32;
+        for j in 0..32 {
+            s += (x[2 + j] as i8 as i32) * (y[2 + j] as i8 as i32);
+        }
+        (s, h(x, 0), h(y, 0), None)
+    })
+}
+
+/// One k-quant super-block's step of the canonical order.
+#[inline(always)]
+fn canon_k_step(acc: f32, i: i32, d: f32, dx: f32, min: Option<(i32, f32)>) -> f32 {
+    let mut acc = acc + (i as f32 * d) * dx;
+    if let Some((m, dmin)) = min {
+        acc -= (m as f32 * dmin) * dx;
+    }
+    acc
+}
+
+fn canon_k4(w: &[u8], y: &[u8], bytes: usize, five: bool) -> f32 {
+    let mut acc = 0f32;
+    let mut a = [0i8; QK_K];
+    for (x, y) in w.chunks_exact(bytes).zip(y.chunks_exact(BLOCK_Q8_K)) {
+        let (yd, q8, bsums) = q8k_parts(y);
+        let (hm, q4) = if five { (&x[16..48], &x[48..]) } else { (&x[0..0], &x[16..]) };
+        let mut m = 1u8;
+        for j in 0..QK_K / 64 {
+            for l in 0..32 {
+                let hi0 = if five && hm[l] & m != 0 { 16 } else { 0 };
+                let hi1 = if five && hm[l] & (m << 1) != 0 { 16 } else { 0 };
+                a[64 * j + l] = (q4[32 * j + l] & 0xF) as i8 + hi0;
+                a[64 * j + 32 + l] = (q4[32 * j + l] >> 4) as i8 + hi1;
+            }
+            m <<= 2;
+        }
+        let (scales, mins) = k4_scales_mins(&x[4..16]);
+        let mut mi = 0i32;
+        for j in 0..QK_K / 16 {
+            mi += bsums[j] as i32 * mins[j / 2] as i32;
+        }
+        let mut is = 0i32;
+        for j in 0..QK_K {
+            is += scales[j / 32] as i32 * (a[j] as i32 * q8[j] as i8 as i32);
+        }
+        acc = canon_k_step(acc, is, h(x, 0), yd, Some((mi, h(x, 2))));
+    }
+    acc
+}
+
+pub fn canon_q4_k_q8_k(w: &[u8], y: &[u8]) -> f32 {
+    canon_k4(w, y, BLOCK_Q4_K, false)
+}
+
+pub fn canon_q5_k_q8_k(w: &[u8], y: &[u8]) -> f32 {
+    canon_k4(w, y, BLOCK_Q5_K, true)
+}
+
+pub fn canon_q6_k_q8_k(w: &[u8], y: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    let mut a = [0i8; QK_K];
+    for (x, y) in w.chunks_exact(BLOCK_Q6_K).zip(y.chunks_exact(BLOCK_Q8_K)) {
+        let (yd, q8, _) = q8k_parts(y);
+        let (ql, qh, sc) = (&x[0..128], &x[128..192], &x[192..208]);
+        for half in 0..2 {
+            let (q4, qh) = (&ql[64 * half..], &qh[32 * half..]);
+            let a = &mut a[128 * half..];
+            for l in 0..32 {
+                a[l] = ((q4[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+                a[l + 32] = ((q4[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                a[l + 64] = ((q4[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                a[l + 96] = ((q4[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+            }
+        }
+        let mut is = 0i32;
+        for j in 0..QK_K {
+            is += (sc[j / 16] as i8 as i32) * (a[j] as i32 * q8[j] as i8 as i32);
+        }
+        acc = canon_k_step(acc, is, h(x, 208), yd, None);
+    }
+    acc
+}

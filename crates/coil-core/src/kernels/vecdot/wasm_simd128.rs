@@ -4,12 +4,13 @@
 //! simd128 has no 8-bit dot product: weights are decoded to i16 (offsets already subtracted, so
 //! signed), activation records hold the quantized activations widened to i16, and
 //! `i32x4.dot_i16x8_s` does pairs. Integer sums per block (legacy) or per sub-block times its scale
-//! (k-quants), one float multiply-add per block. No FMA in simd128: `mul` then `add`.
+//! (k-quants), then the float steps in the canonical order of `super` (the same bits as every
+//! native path; no FMA in simd128 anyway: `mul` then `add`).
 //! Types with SIMD decoders: Q8_0, Q4_0, Q4_1, Q4_K, Q6_K; Q5_0, Q5_1, Q5_K decode their
 //! weights with scalar code into the same i16 form and share the SIMD dot.
 //! Float types: F32, F16 (bit-exact conversion in SIMD; prompts convert each panel of rows to f32
-//! once and reuse it for every token tile), BF16. The legacy types convert their f16 block scales
-//! 4 blocks at a time in SIMD; matrix-vector products (generation) take taller row tiles.
+//! once and reuse it for every token tile), BF16. Matrix-vector products (generation) take taller
+//! row tiles.
 
 use super::actq::NatAct;
 use super::{tile_dispatch, ActKind, FKernel, Kernel, PreDecode, QKernel, TileArgs};
@@ -46,15 +47,15 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
         };
     }
     Some(match ty {
-        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: 4, rn: 2, pre: None }),
+        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: 2, rn: 2, pre: None }),
         // Prompts: each panel of F16 rows is converted to f32 once and reused by every token tile.
         GgmlType::F16 => Kernel::Float(FKernel {
             tile: tile_f16,
-            rm: 4,
+            rm: 2,
             rn: 2,
             pre: Some(PreDecode { group: 1, bytes_per_group: 4, decode: decode_f16_rows, tile: tile_f32 }),
         }),
-        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: 4, rn: 2, pre: None }),
+        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: 2, rn: 2, pre: None }),
         GgmlType::Q8_0 => q!(Q8_0, ActKind::Q8_0, tile_q8_0),
         GgmlType::Q4_0 => q!(Q4_0, ActKind::Q8_0, tile_q4_0),
         GgmlType::Q4_1 => q!(Q4_1, ActKind::Q8_1, tile_q4_1),
@@ -132,7 +133,7 @@ unsafe fn rd_f32(p: *const u8) -> f32 {
 }
 
 /// Activation records: the quantized values widened to i16, then scalars.
-/// Legacy (80 bytes per block): `[q: i16 x32][d: f32][xe: f32 (s/4)][pad]`.
+/// Legacy (80 bytes per block): `[q: i16 x32][d: f32][s: f32 (Q8_1)][pad]`.
 /// K (592 bytes per super-block): `[q: i16 x256][bsums: i32 x16][d: f32][pad]`.
 const LEG_RB: usize = 80;
 const K_RB: usize = 592;
@@ -151,7 +152,7 @@ fn pack_legacy(a: &NatAct, dst: &mut [u8], extra: bool) {
             v128_store(o.add(48) as *mut v128, i16x8_extend_high_i8x16(hi));
         }
         rec[64..68].copy_from_slice(&a.d[b].to_le_bytes());
-        let xe = if extra { a.s[b] * 0.25 } else { 0.0 };
+        let xe = if extra { a.s[b] } else { 0.0 };
         rec[68..72].copy_from_slice(&xe.to_le_bytes());
     }
 }
@@ -430,7 +431,7 @@ unsafe fn rd_i32(p: *const u8) -> i32 {
 
 unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n_groups = a.n_cols / 256;
-    let mut acc = [[f32x4_splat(0.0); RN]; RM];
+    let mut acc = [[0f32; RN]; RM];
     for g in 0..n_groups {
         let mut rows = [a.w; RM];
         let mut head = [KHead { sc: [0; 16], m: [0; 8], d: 0.0, dmin: 0.0 }; RM];
@@ -458,17 +459,23 @@ unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
                 });
             });
         }
+        // The canonical order (module docs of `super`): exact integers I (and M), then one running
+        // sum per output, never fused.
         unroll!(RN, |t| {
             let dx = rd_f32(recs[t].add(576));
             unroll!(RM, |r| {
-                let mut s =
-                    f32x4_add(acc[r][t], f32x4_mul(f32x4_convert_i32x4(isum[r][t]), f32x4_splat(head[r].d * dx)));
+                let v = isum[r][t];
+                let i = i32x4_extract_lane::<0>(v)
+                    .wrapping_add(i32x4_extract_lane::<1>(v))
+                    .wrapping_add(i32x4_extract_lane::<2>(v))
+                    .wrapping_add(i32x4_extract_lane::<3>(v));
+                let mut s = acc[r][t] + (i as f32 * head[r].d) * dx;
                 if K::MINS {
                     let mut mi = 0i32;
                     for j in 0..8 {
                         mi += head[r].m[j] * (rd_i32(recs[t].add(512 + 8 * j)) + rd_i32(recs[t].add(516 + 8 * j)));
                     }
-                    s = f32x4_add(s, f32x4_splat(mi as f32 * (-head[r].dmin * dx) * 0.25));
+                    s -= (mi as f32 * head[r].dmin) * dx;
                 }
                 acc[r][t] = s;
             });
@@ -476,101 +483,76 @@ unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
     }
     unroll!(RN, |t| {
         unroll!(RM, |r| {
-            *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
+            *a.out.add(t * a.out_stride + r) = acc[r][t];
         });
     });
 }
 
-/// Up to 4 halves at `p`, `p + stride`, .. (`k` of them; the other lanes 0) as f32x4 (exact).
+/// The 4 horizontal sums of 4 i32x4 vectors at once (exact): lane o is Σ `v[o]`.
 #[inline(always)]
-unsafe fn gather_h4(p: *const u8, stride: usize, k: usize) -> v128 {
-    let mut h = u16x8_splat(0);
-    h = v128_load16_lane::<0>(h, p as *const u16);
-    if k > 1 {
-        h = v128_load16_lane::<1>(h, p.add(stride) as *const u16);
-    }
-    if k > 2 {
-        h = v128_load16_lane::<2>(h, p.add(2 * stride) as *const u16);
-    }
-    if k > 3 {
-        h = v128_load16_lane::<3>(h, p.add(3 * stride) as *const u16);
-    }
-    f16x8_exact(h).0
+fn tsum4(v0: v128, v1: v128, v2: v128, v3: v128) -> v128 {
+    let p01 = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(v0, v1), i32x4_shuffle::<1, 3, 5, 7>(v0, v1));
+    let p23 = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(v2, v3), i32x4_shuffle::<1, 3, 5, 7>(v2, v3));
+    i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(p01, p23), i32x4_shuffle::<1, 3, 5, 7>(p01, p23))
 }
 
-#[inline(always)]
-fn lane_splat<const J: usize>(v: v128) -> v128 {
-    i32x4_shuffle::<J, J, J, J>(v, v)
-}
-
-/// Block `g` = group start + J: the weight scales (and mins) come converted, 4 blocks at a
-/// time, in `dw` (and `mw`) lane J. One row at a time is decoded and used by every token.
-#[inline(always)]
-unsafe fn leg_block<D: DecW, const J: usize, const RM: usize, const RN: usize>(
-    a: &TileArgs,
-    g: usize,
-    dw: &[v128; RM],
-    mw: &[v128; RM],
-    acc: &mut [[v128; RN]; RM],
-) {
-    let mut dx = [f32x4_splat(0.0); RN];
-    let mut xe = [f32x4_splat(0.0); RN];
-    unroll!(RN, |t| {
-        let rec = a.act.add(t * a.act_stride + g * D::RB);
-        dx[t] = v128_load32_splat(rec.add(64) as *const u32);
-        if D::EXTRA {
-            xe[t] = v128_load32_splat(rec.add(68) as *const u32);
-        }
-    });
-    unroll!(RM, |r| {
-        let q = D::decode(a.w.add(r * a.row_bytes + g * D::GB));
-        let ds = lane_splat::<J>(dw[r]);
-        unroll!(RN, |t| {
-            let rec = a.act.add(t * a.act_stride + g * D::RB);
-            let is = dot32(&q, rec);
-            let mut s = f32x4_add(acc[r][t], f32x4_mul(f32x4_convert_i32x4(is), f32x4_mul(ds, dx[t])));
-            if D::EXTRA {
-                s = f32x4_add(s, f32x4_mul(lane_splat::<J>(mw[r]), xe[t]));
-            }
-            acc[r][t] = s;
-        });
-    });
-}
-
-/// Legacy quants: per block, the integer dot of the i16 weights and activations, times
-/// `d_w · d_x` (and `+ m_w · s_x`), each in every lane of a 4-lane accumulator. The f16 block
-/// scales are gathered and converted 4 blocks at a time. Each output's arithmetic does not depend
-/// on the tile shape.
+/// Legacy quants in the canonical order (module docs of `super`): per block, the exact integer dot
+/// of every output of the tile (i16 weights × i16 activations), summed horizontally 4 outputs at a
+/// time (lane o = output `t·RM + r`); then `lane_k + (f32(I)·d_w)·d_x` (+ `m_w·s_x`) into block lane
+/// k = block mod 8, and the 8 block lanes added as a halving tree at the end. The same bits as the
+/// native paths.
 unsafe fn tile_q<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n_groups = a.n_cols / D::GE;
-    let mut acc = [[f32x4_splat(0.0); RN]; RM];
-    let mut g0 = 0;
-    while g0 < n_groups {
-        let k = (n_groups - g0).min(4);
-        let mut dw = [f32x4_splat(0.0); RM];
-        let mut mw = [f32x4_splat(0.0); RM];
+    // Up to 8 outputs: two f32x4 per block lane.
+    let mut lanes = [[f32x4_splat(0.0); 2]; 8];
+    for g in 0..n_groups {
+        let mut iv = [i32x4_splat(0); 8];
+        let mut dw = [0f32; 8];
+        let mut mw = [0f32; 8];
+        let mut dx = [0f32; 8];
+        let mut sx = [0f32; 8];
         unroll!(RM, |r| {
-            let p = a.w.add(r * a.row_bytes + g0 * D::GB);
-            dw[r] = gather_h4(p.add(D::D_OFF), D::GB, k);
-            if D::EXTRA {
-                mw[r] = gather_h4(p.add(D::M_OFF), D::GB, k);
-            }
+            let p = a.w.add(r * a.row_bytes + g * D::GB);
+            let q = D::decode(p);
+            let d = rd_f16(p.add(D::D_OFF));
+            let m = if D::EXTRA { rd_f16(p.add(D::M_OFF)) } else { 0.0 };
+            unroll!(RN, |t| {
+                let rec = a.act.add(t * a.act_stride + g * D::RB);
+                let o = t * RM + r;
+                iv[o] = dot32(&q, rec);
+                dw[o] = d;
+                mw[o] = m;
+                dx[o] = rd_f32(rec.add(64));
+                if D::EXTRA {
+                    sx[o] = rd_f32(rec.add(68));
+                }
+            });
         });
-        leg_block::<D, 0, RM, RN>(a, g0, &dw, &mw, &mut acc);
-        if k > 1 {
-            leg_block::<D, 1, RM, RN>(a, g0 + 1, &dw, &mw, &mut acc);
+        let k = g % 8;
+        for h in 0..2 {
+            if 4 * h >= RM * RN {
+                break;
+            }
+            let i = tsum4(iv[4 * h], iv[4 * h + 1], iv[4 * h + 2], iv[4 * h + 3]);
+            let ldv = |v: &[f32; 8]| v128_load(v.as_ptr().add(4 * h) as *const v128);
+            let f = f32x4_mul(f32x4_mul(f32x4_convert_i32x4(i), ldv(&dw)), ldv(&dx));
+            let mut s = f32x4_add(lanes[k][h], f);
+            if D::EXTRA {
+                s = f32x4_add(s, f32x4_mul(ldv(&mw), ldv(&sx)));
+            }
+            lanes[k][h] = s;
         }
-        if k > 2 {
-            leg_block::<D, 2, RM, RN>(a, g0 + 2, &dw, &mw, &mut acc);
-        }
-        if k > 3 {
-            leg_block::<D, 3, RM, RN>(a, g0 + 3, &dw, &mw, &mut acc);
-        }
-        g0 += k;
+    }
+    let mut res = [0f32; 8];
+    for h in 0..2 {
+        let l = |k: usize| lanes[k][h];
+        let s4 = [f32x4_add(l(0), l(4)), f32x4_add(l(1), l(5)), f32x4_add(l(2), l(6)), f32x4_add(l(3), l(7))];
+        let s = f32x4_add(f32x4_add(s4[0], s4[2]), f32x4_add(s4[1], s4[3]));
+        v128_store(res.as_mut_ptr().add(4 * h) as *mut v128, s);
     }
     unroll!(RN, |t| {
         unroll!(RM, |r| {
-            *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
+            *a.out.add(t * a.out_stride + r) = res[t * RM + r];
         });
     });
 }
@@ -607,11 +589,11 @@ macro_rules! tile_dispatch_mv {
     };
 }
 
-tile_dispatch_mv!(tile_q4_0, tile_q::<Q4_0>, 2, 4, 4);
-tile_dispatch_mv!(tile_q4_1, tile_q::<Q4_1>, 2, 4, 4);
-tile_dispatch_mv!(tile_q5_0, tile_q::<Q5_0>, 2, 4, 4);
-tile_dispatch_mv!(tile_q5_1, tile_q::<Q5_1>, 2, 4, 4);
-tile_dispatch_mv!(tile_q8_0, tile_q::<Q8_0>, 2, 4, 4);
+tile_dispatch_mv!(tile_q4_0, tile_q::<Q4_0>, 2, 4, 8);
+tile_dispatch_mv!(tile_q4_1, tile_q::<Q4_1>, 2, 4, 8);
+tile_dispatch_mv!(tile_q5_0, tile_q::<Q5_0>, 2, 4, 8);
+tile_dispatch_mv!(tile_q5_1, tile_q::<Q5_1>, 2, 4, 8);
+tile_dispatch_mv!(tile_q8_0, tile_q::<Q8_0>, 2, 4, 8);
 tile_dispatch!(tile_q4_k, tile_k::<Q4K>, 2, 4);
 tile_dispatch!(tile_q5_k, tile_k::<Q5K>, 2, 4);
 tile_dispatch!(tile_q6_k, tile_k::<Q6K>, 2, 4);
@@ -776,9 +758,13 @@ pub(crate) fn f16_conversion_errors() -> f32 {
     bad as f32 / 65536.0
 }
 
+/// Float tile in the canonical order of `ops::canon_sum` (the same bits as every native path):
+/// element `16k + l` into lane l — four f32x4 accumulators per output — the 16 lanes added as a
+/// halving tree, then the leftover elements one by one. Whether the weights are converted here or
+/// beforehand (pre-decoded F16 = F32 of the same values) the results are the same.
 unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n = a.n_cols;
-    let mut acc = [[f32x4_splat(0.0); RN]; RM];
+    let mut acc = [[[f32x4_splat(0.0); 4]; RN]; RM];
     let mut rows = [a.w; RM];
     unroll!(RM, |r| {
         rows[r] = a.w.add(r * a.row_bytes);
@@ -789,45 +775,36 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     });
     let mut m = u16x8_splat(0);
     let mut i = 0;
-    // Every path adds the products of values 4k..4k+3 to an accumulator in the order k = 0, 1, ..
-    // (an 8-wide step is two 4-wide ones), then the scalar tail: the same results whether the
-    // weights are converted here or beforehand (pre-decoded F16 = F32 of the same values).
-    while W::WIDE && i + 8 <= n {
-        // Activations of all tokens first, then one row's weights at a time (fewer live vectors).
-        let mut x0 = [f32x4_splat(0.0); RN];
-        let mut x1 = [f32x4_splat(0.0); RN];
-        unroll!(RN, |t| {
-            x0[t] = ld(xs[t].add(4 * i));
-            x1[t] = ld(xs[t].add(4 * i + 16));
-        });
-        unroll!(RM, |r| {
-            let (w0, w1) = W::load8(rows[r], i, &mut m);
+    while i + 16 <= n {
+        for half in 0..2 {
+            let j = i + 8 * half;
+            let mut x0 = [f32x4_splat(0.0); RN];
+            let mut x1 = [f32x4_splat(0.0); RN];
             unroll!(RN, |t| {
-                let s = f32x4_add(acc[r][t], f32x4_mul(w0, x0[t]));
-                acc[r][t] = f32x4_add(s, f32x4_mul(w1, x1[t]));
+                x0[t] = ld(xs[t].add(4 * j));
+                x1[t] = ld(xs[t].add(4 * j + 16));
             });
-        });
-        i += 8;
-    }
-    while i + 4 <= n {
-        let mut wv = [f32x4_splat(0.0); RM];
-        unroll!(RM, |r| {
-            wv[r] = W::load4(rows[r], i, &mut m);
-        });
-        unroll!(RN, |t| {
-            let xv = ld(xs[t].add(4 * i));
             unroll!(RM, |r| {
-                acc[r][t] = f32x4_add(acc[r][t], f32x4_mul(wv[r], xv));
+                let (w0, w1) = if W::WIDE {
+                    W::load8(rows[r], j, &mut m)
+                } else {
+                    (W::load4(rows[r], j, &mut m), W::load4(rows[r], j + 4, &mut m))
+                };
+                unroll!(RN, |t| {
+                    acc[r][t][2 * half] = f32x4_add(acc[r][t][2 * half], f32x4_mul(w0, x0[t]));
+                    acc[r][t][2 * half + 1] = f32x4_add(acc[r][t][2 * half + 1], f32x4_mul(w1, x1[t]));
+                });
             });
-        });
-        i += 4;
+        }
+        i += 16;
     }
     if W::redo(m) {
         return tile_fl::<WF16Exact, RM, RN>(a);
     }
     unroll!(RN, |t| {
         unroll!(RM, |r| {
-            let mut s = hsum(acc[r][t]);
+            let v = &acc[r][t];
+            let mut s = hsum(f32x4_add(f32x4_add(v[0], v[2]), f32x4_add(v[1], v[3])));
             for j in i..n {
                 s += W::scalar(rows[r], j) * rd_f32(xs[t].add(4 * j));
             }
@@ -857,6 +834,6 @@ unsafe fn decode_f16_rows(rows: usize, a: &TileArgs, dst: *mut u8) {
     }
 }
 
-tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 4, 2, 8);
-tile_dispatch_mv!(tile_f16, tile_fl::<WF16>, 4, 2, 8);
-tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 2);
+tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 2, 2, 4);
+tile_dispatch_mv!(tile_f16, tile_fl::<WF16>, 2, 2, 4);
+tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 2, 2);

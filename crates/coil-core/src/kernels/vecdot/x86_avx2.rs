@@ -8,7 +8,11 @@
 //! weights use the sign trick (`|w|` × `sign(x, w)`); Q4_0/Q5_0 start the integer sum at
 //! `-offset · Σx` per lane from the activation record, Q6_K subtracts `32 · Σ scale·bsum`.
 //!
-//! Float types: register tile of `RM × RN` accumulators over 8 values, scalar tail.
+//! Float types: register tile of `RM × RN` outputs, two accumulators of 8 each (the canonical 16
+//! lanes), scalar tail.
+//!
+//! Everything in the canonical order of `super` (bit-identical to the scalar path and wasm): no
+//! FMA, whatever the `fma` feature this module is compiled with.
 
 use super::actq::NatAct;
 use super::{tile_dispatch, ActKind, FKernel, Kernel, QKernel, TileArgs};
@@ -53,8 +57,8 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
     })
 }
 
-const FRM: usize = 3;
-const FRN: usize = 4;
+const FRM: usize = 2;
+const FRN: usize = 3;
 const QRM: usize = 2;
 const QRN: usize = 4;
 
@@ -117,7 +121,7 @@ unsafe fn bits32(qh: u32) -> __m256i {
 }
 
 /// Activation record layouts.
-/// Legacy (96 bytes per block): `[q: 32][corr: i32 x8][d: f32][xe: f32 (s/8)][pad]`.
+/// Legacy (96 bytes per block): `[q: 32][corr: i32 x8][d: f32][s: f32 (Q8_1)][pad]`.
 /// K (320 bytes per super-block): `[q: 256][bsums: i16 x16][d: f32][pad]`.
 const LEG_RB: usize = 96;
 const K_RB: usize = 320;
@@ -133,7 +137,7 @@ fn pack_legacy(a: &NatAct, dst: &mut [u8], offset: i32, extra: bool) {
             rec[32 + 4 * l..36 + 4 * l].copy_from_slice(&(-offset * s).to_le_bytes());
         }
         rec[64..68].copy_from_slice(&a.d[b].to_le_bytes());
-        let xe = if extra { a.s[b] * 0.125 } else { 0.0 };
+        let xe = if extra { a.s[b] } else { 0.0 };
         rec[68..72].copy_from_slice(&xe.to_le_bytes());
     }
 }
@@ -156,9 +160,16 @@ trait Dec2 {
     const GB: usize;
     const RB: usize;
     type W: Copy;
+    /// k-quant (one running sum) rather than legacy (8 block lanes); with mins (Q4_K, Q5_K) or
+    /// Q4_1/Q5_1's `m·s` term.
+    const K: bool;
+    const EXTRA: bool;
     unsafe fn decode(p: *const u8) -> Self::W;
-    /// Adds this (weight group, activation record) pair's contribution to `acc`.
-    unsafe fn pair(w: &Self::W, rec: *const u8, acc: __m256) -> __m256;
+    /// The (weight group, activation record) pair's exact integers, as 8 i32 lanes to be summed:
+    /// `I` (Σ scale·q·x, offsets included) and, with `EXTRA` on k-quants, `M` (Σ min·bsum).
+    unsafe fn ipair(w: &Self::W, rec: *const u8) -> (__m256i, __m256i);
+    /// The weight group's scale and min (`d`, `dmin` or `m`).
+    fn scales(w: &Self::W) -> (f32, f32);
     fn pack(a: &NatAct, dst: &mut [u8]);
 }
 
@@ -170,10 +181,9 @@ struct LegW {
 }
 
 #[inline(always)]
-unsafe fn leg_pair(q: __m256i, x: __m256i, start: __m256i, d: f32, rec: *const u8, acc: __m256) -> __m256 {
+unsafe fn leg_int(q: __m256i, x: __m256i, start: __m256i) -> (__m256i, __m256i) {
     let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1));
-    let is = _mm256_add_epi32(p, start);
-    _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(d * rd_f32(rec.add(64))), acc)
+    (_mm256_add_epi32(p, start), _mm256_setzero_si256())
 }
 
 struct Q4_0;
@@ -194,10 +204,15 @@ impl Dec2 for Q4_0 {
     unsafe fn decode(p: *const u8) -> LegW {
         LegW { q: nibbles32(p.add(2)), d: rd_f16(p), m: 0.0 }
     }
+    const K: bool = false;
+    const EXTRA: bool = false;
     #[inline(always)]
-    unsafe fn pair(w: &LegW, rec: *const u8, acc: __m256) -> __m256 {
+    unsafe fn ipair(w: &LegW, rec: *const u8) -> (__m256i, __m256i) {
         let x = _mm256_load_si256(rec as *const _);
-        leg_pair(w.q, x, _mm256_load_si256(rec.add(32) as *const _), w.d, rec, acc)
+        leg_int(w.q, x, _mm256_load_si256(rec.add(32) as *const _))
+    }
+    fn scales(w: &LegW) -> (f32, f32) {
+        (w.d, w.m)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_legacy(a, dst, 8, false)
@@ -214,10 +229,15 @@ impl Dec2 for Q5_0 {
         let qh = u32::from_le_bytes(std::ptr::read_unaligned(p.add(2) as *const [u8; 4]));
         LegW { q: _mm256_or_si256(nibbles32(p.add(6)), bits32(qh)), d: rd_f16(p), m: 0.0 }
     }
+    const K: bool = false;
+    const EXTRA: bool = false;
     #[inline(always)]
-    unsafe fn pair(w: &LegW, rec: *const u8, acc: __m256) -> __m256 {
+    unsafe fn ipair(w: &LegW, rec: *const u8) -> (__m256i, __m256i) {
         let x = _mm256_load_si256(rec as *const _);
-        leg_pair(w.q, x, _mm256_load_si256(rec.add(32) as *const _), w.d, rec, acc)
+        leg_int(w.q, x, _mm256_load_si256(rec.add(32) as *const _))
+    }
+    fn scales(w: &LegW) -> (f32, f32) {
+        (w.d, w.m)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_legacy(a, dst, 16, false)
@@ -233,11 +253,15 @@ impl Dec2 for Q4_1 {
     unsafe fn decode(p: *const u8) -> LegW {
         LegW { q: nibbles32(p.add(4)), d: rd_f16(p), m: rd_f16(p.add(2)) }
     }
+    const K: bool = false;
+    const EXTRA: bool = true;
     #[inline(always)]
-    unsafe fn pair(w: &LegW, rec: *const u8, acc: __m256) -> __m256 {
+    unsafe fn ipair(w: &LegW, rec: *const u8) -> (__m256i, __m256i) {
         let x = _mm256_load_si256(rec as *const _);
-        let acc = leg_pair(w.q, x, _mm256_setzero_si256(), w.d, rec, acc);
-        _mm256_fmadd_ps(_mm256_set1_ps(w.m), _mm256_set1_ps(rd_f32(rec.add(68))), acc)
+        leg_int(w.q, x, _mm256_setzero_si256())
+    }
+    fn scales(w: &LegW) -> (f32, f32) {
+        (w.d, w.m)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_legacy(a, dst, 0, true)
@@ -254,11 +278,15 @@ impl Dec2 for Q5_1 {
         let qh = u32::from_le_bytes(std::ptr::read_unaligned(p.add(4) as *const [u8; 4]));
         LegW { q: _mm256_or_si256(nibbles32(p.add(8)), bits32(qh)), d: rd_f16(p), m: rd_f16(p.add(2)) }
     }
+    const K: bool = false;
+    const EXTRA: bool = true;
     #[inline(always)]
-    unsafe fn pair(w: &LegW, rec: *const u8, acc: __m256) -> __m256 {
+    unsafe fn ipair(w: &LegW, rec: *const u8) -> (__m256i, __m256i) {
         let x = _mm256_load_si256(rec as *const _);
-        let acc = leg_pair(w.q, x, _mm256_setzero_si256(), w.d, rec, acc);
-        _mm256_fmadd_ps(_mm256_set1_ps(w.m), _mm256_set1_ps(rd_f32(rec.add(68))), acc)
+        leg_int(w.q, x, _mm256_setzero_si256())
+    }
+    fn scales(w: &LegW) -> (f32, f32) {
+        (w.d, w.m)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_legacy(a, dst, 0, true)
@@ -282,10 +310,15 @@ impl Dec2 for Q8_0 {
         let q = _mm256_loadu_si256(p.add(2) as *const _);
         Q8W { q, aq: _mm256_sign_epi8(q, q), d: rd_f16(p) }
     }
+    const K: bool = false;
+    const EXTRA: bool = false;
     #[inline(always)]
-    unsafe fn pair(w: &Q8W, rec: *const u8, acc: __m256) -> __m256 {
+    unsafe fn ipair(w: &Q8W, rec: *const u8) -> (__m256i, __m256i) {
         let x = _mm256_sign_epi8(_mm256_load_si256(rec as *const _), w.q);
-        leg_pair(w.aq, x, _mm256_setzero_si256(), w.d, rec, acc)
+        leg_int(w.aq, x, _mm256_setzero_si256())
+    }
+    fn scales(w: &Q8W) -> (f32, f32) {
+        (w.d, 0.0)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_legacy(a, dst, 0, false)
@@ -332,17 +365,14 @@ unsafe fn k4_common(p: *const u8, q: [__m256i; 8]) -> KW {
 }
 
 #[inline(always)]
-unsafe fn k4_pair(w: &KW, rec: *const u8, acc: __m256) -> __m256 {
+unsafe fn k4_int(w: &KW, rec: *const u8) -> (__m256i, __m256i) {
     let mut is = _mm256_setzero_si256();
     for v in 0..8 {
         let x = _mm256_load_si256(rec.add(32 * v) as *const _);
         is = _mm256_add_epi32(is, _mm256_madd_epi16(_mm256_maddubs_epi16(w.q[v], x), w.sc[v]));
     }
     let bs = _mm256_load_si256(rec.add(256) as *const _);
-    let mi = _mm256_madd_epi16(w.m16, bs);
-    let dx = rd_f32(rec.add(288));
-    let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(w.d * dx), acc);
-    _mm256_fmadd_ps(_mm256_cvtepi32_ps(mi), _mm256_set1_ps(-w.dmin * dx), acc)
+    (is, _mm256_madd_epi16(w.m16, bs))
 }
 
 impl Dec2 for Q4K {
@@ -361,9 +391,14 @@ impl Dec2 for Q4K {
         }
         k4_common(p, q)
     }
+    const K: bool = true;
+    const EXTRA: bool = true;
     #[inline(always)]
-    unsafe fn pair(w: &KW, rec: *const u8, acc: __m256) -> __m256 {
-        k4_pair(w, rec, acc)
+    unsafe fn ipair(w: &KW, rec: *const u8) -> (__m256i, __m256i) {
+        k4_int(w, rec)
+    }
+    fn scales(w: &KW) -> (f32, f32) {
+        (w.d, w.dmin)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_k(a, dst)
@@ -394,9 +429,14 @@ impl Dec2 for Q5K {
         }
         k4_common(p, q)
     }
+    const K: bool = true;
+    const EXTRA: bool = true;
     #[inline(always)]
-    unsafe fn pair(w: &KW, rec: *const u8, acc: __m256) -> __m256 {
-        k4_pair(w, rec, acc)
+    unsafe fn ipair(w: &KW, rec: *const u8) -> (__m256i, __m256i) {
+        k4_int(w, rec)
+    }
+    fn scales(w: &KW) -> (f32, f32) {
+        (w.d, w.dmin)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_k(a, dst)
@@ -433,8 +473,10 @@ impl Dec2 for Q6K {
         }
         KW { q, sc, m16: _mm256_cvtepi8_epi16(scales), d: rd_f16(p.add(208)), dmin: 0.0 }
     }
+    const K: bool = true;
+    const EXTRA: bool = false;
     #[inline(always)]
-    unsafe fn pair(w: &KW, rec: *const u8, acc: __m256) -> __m256 {
+    unsafe fn ipair(w: &KW, rec: *const u8) -> (__m256i, __m256i) {
         let mut is = _mm256_setzero_si256();
         for v in 0..8 {
             let x = _mm256_load_si256(rec.add(32 * v) as *const _);
@@ -442,19 +484,37 @@ impl Dec2 for Q6K {
         }
         let bs = _mm256_load_si256(rec.add(256) as *const _);
         let corr = _mm256_slli_epi32(_mm256_madd_epi16(w.m16, bs), 5);
-        let is = _mm256_sub_epi32(is, corr);
-        let dx = rd_f32(rec.add(288));
-        _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(w.d * dx), acc)
+        (_mm256_sub_epi32(is, corr), _mm256_setzero_si256())
+    }
+    fn scales(w: &KW) -> (f32, f32) {
+        (w.d, 0.0)
     }
     fn pack(a: &NatAct, dst: &mut [u8]) {
         pack_k(a, dst)
     }
 }
 
+/// The 8 horizontal sums of 8 i32x8 vectors at once (exact): lane o of the result is Σ `v[o]`.
+#[inline(always)]
+unsafe fn tsum8(v: &[__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    let a = _mm256_hadd_epi32(h01, h23);
+    let b = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(a, b), _mm256_permute2x128_si256::<0x31>(a, b))
+}
+
+/// Quantized tile in the canonical order (module docs of `super`): per group, the exact integers
+/// of the tile's (up to 8) outputs are summed horizontally into one vector (lane o = output
+/// `t·RM + r`), and the float steps run on that vector: `lane_k + (f32(I)·d_w)·d_x` (+ `m_w·s_x`)
+/// into block lane k = group mod 8 for legacy types, `acc + (f32(I)·d)·d_x − (f32(M)·dmin)·d_x`
+/// for k-quants. No FMA: the same bits as the scalar path and wasm.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_q<D: Dec2, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n_groups = a.n_cols / D::GE;
-    let mut acc = [[_mm256_setzero_ps(); RN]; RM];
+    let mut lanes = [_mm256_setzero_ps(); 8];
     for g in 0..n_groups {
         // SAFETY: every W is plain SIMD vectors and floats, for which all-zero bits are valid.
         let mut w: [D::W; RM] = std::mem::zeroed();
@@ -465,28 +525,105 @@ unsafe fn tile_q<D: Dec2, const RM: usize, const RN: usize>(a: &TileArgs) {
             }
             *wr = D::decode(p);
         }
+        let mut iv = [_mm256_setzero_si256(); 8];
+        let mut mv = [_mm256_setzero_si256(); 8];
+        let mut dw = [0f32; 8];
+        let mut mw = [0f32; 8];
+        let mut dx = [0f32; 8];
+        let mut sx = [0f32; 8];
         for t in 0..RN {
             let rec = a.act.add(t * a.act_stride + g * D::RB);
             for r in 0..RM {
-                acc[r][t] = D::pair(&w[r], rec, acc[r][t]);
+                let o = t * RM + r;
+                let (i, m) = D::ipair(&w[r], rec);
+                iv[o] = i;
+                mv[o] = m;
+                let (d, m2) = D::scales(&w[r]);
+                dw[o] = d;
+                mw[o] = m2;
+                if D::K {
+                    dx[o] = rd_f32(rec.add(288));
+                } else {
+                    dx[o] = rd_f32(rec.add(64));
+                    sx[o] = rd_f32(rec.add(68));
+                }
             }
         }
+        let dxv = _mm256_loadu_ps(dx.as_ptr());
+        let f = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(tsum8(&iv)), _mm256_loadu_ps(dw.as_ptr())), dxv);
+        if D::K {
+            let mut acc = _mm256_add_ps(lanes[0], f);
+            if D::EXTRA {
+                let m = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(tsum8(&mv)), _mm256_loadu_ps(mw.as_ptr())), dxv);
+                acc = _mm256_sub_ps(acc, m);
+            }
+            lanes[0] = acc;
+        } else {
+            let k = g % 8;
+            let mut acc = _mm256_add_ps(lanes[k], f);
+            if D::EXTRA {
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(mw.as_ptr()), _mm256_loadu_ps(sx.as_ptr())));
+            }
+            lanes[k] = acc;
+        }
     }
+    let res = if D::K {
+        lanes[0]
+    } else {
+        let s4 = [
+            _mm256_add_ps(lanes[0], lanes[4]),
+            _mm256_add_ps(lanes[1], lanes[5]),
+            _mm256_add_ps(lanes[2], lanes[6]),
+            _mm256_add_ps(lanes[3], lanes[7]),
+        ];
+        _mm256_add_ps(_mm256_add_ps(s4[0], s4[2]), _mm256_add_ps(s4[1], s4[3]))
+    };
+    let mut outv = [0f32; 8];
+    _mm256_storeu_ps(outv.as_mut_ptr(), res);
     for t in 0..RN {
         for r in 0..RM {
-            *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
+            *a.out.add(t * a.out_stride + r) = outv[t * RM + r];
         }
     }
 }
 
-tile_dispatch!(tile_q4_0, tile_q::<Q4_0>, 2, 4);
-tile_dispatch!(tile_q4_1, tile_q::<Q4_1>, 2, 4);
-tile_dispatch!(tile_q5_0, tile_q::<Q5_0>, 2, 4);
-tile_dispatch!(tile_q5_1, tile_q::<Q5_1>, 2, 4);
-tile_dispatch!(tile_q8_0, tile_q::<Q8_0>, 2, 4);
-tile_dispatch!(tile_q4_k, tile_q::<Q4K>, 2, 4);
-tile_dispatch!(tile_q5_k, tile_q::<Q5K>, 2, 4);
-tile_dispatch!(tile_q6_k, tile_q::<Q6K>, 2, 4);
+/// Tiles of up to 2 rows × 4 tokens, or up to 8 rows of a single token (matrix-vector products:
+/// the 8 lanes of the float steps filled with 8 outputs). The same per-output arithmetic either way.
+macro_rules! tile_q_dispatch {
+    ($name:ident, $d:ty) => {
+        unsafe fn $name(rows: usize, rn: usize, a: &TileArgs) {
+            tile_dispatch!(inner, tile_q::<$d>, 2, 4);
+            if rn != 1 {
+                return inner(rows, rn, a);
+            }
+            let mut r = 0;
+            while r < rows {
+                let m = (rows - r).min(8);
+                let sub = TileArgs { w: a.w.add(r * a.row_bytes), out: a.out.add(r), ..*a };
+                match m {
+                    1 => tile_q::<$d, 1, 1>(&sub),
+                    2 => tile_q::<$d, 2, 1>(&sub),
+                    3 => tile_q::<$d, 3, 1>(&sub),
+                    4 => tile_q::<$d, 4, 1>(&sub),
+                    5 => tile_q::<$d, 5, 1>(&sub),
+                    6 => tile_q::<$d, 6, 1>(&sub),
+                    7 => tile_q::<$d, 7, 1>(&sub),
+                    _ => tile_q::<$d, 8, 1>(&sub),
+                }
+                r += m;
+            }
+        }
+    };
+}
+
+tile_q_dispatch!(tile_q4_0, Q4_0);
+tile_q_dispatch!(tile_q4_1, Q4_1);
+tile_q_dispatch!(tile_q5_0, Q5_0);
+tile_q_dispatch!(tile_q5_1, Q5_1);
+tile_q_dispatch!(tile_q8_0, Q8_0);
+tile_q_dispatch!(tile_q4_k, Q4K);
+tile_q_dispatch!(tile_q5_k, Q5K);
+tile_q_dispatch!(tile_q6_k, Q6K);
 
 trait FW {
     const SIZE: usize;
@@ -531,10 +668,14 @@ impl FW for WBF16 {
     }
 }
 
+/// Float tile in the canonical order of `ops::canon_sum`: element `16k + l` into lane l (two
+/// accumulators of 8 per output), the lanes added as a halving tree, then the leftover elements
+/// one by one; nothing fused.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n = a.n_cols;
-    let mut acc = [[_mm256_setzero_ps(); RN]; RM];
+    let mut acc0 = [[_mm256_setzero_ps(); RN]; RM];
+    let mut acc1 = [[_mm256_setzero_ps(); RN]; RM];
     let mut rows = [a.w; RM];
     for (r, p) in rows.iter_mut().enumerate() {
         *p = a.w.add(r * a.row_bytes);
@@ -544,27 +685,34 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
         *p = a.act.add(t * a.act_stride) as *const f32;
     }
     let mut i = 0;
-    while i + 8 <= n {
-        let mut wv = [_mm256_setzero_ps(); RM];
+    while i + 16 <= n {
+        let mut w0 = [_mm256_setzero_ps(); RM];
+        let mut w1 = [_mm256_setzero_ps(); RM];
         for r in 0..RM {
-            wv[r] = W::load(rows[r], i);
+            w0[r] = W::load(rows[r], i);
+            w1[r] = W::load(rows[r], i + 8);
         }
-        if a.prefetch && (i * W::SIZE) % 64 == 0 {
+        if a.prefetch {
             for r in 0..RM {
                 _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add(i * W::SIZE + PREFETCH) as *const i8);
+                if W::SIZE == 4 {
+                    _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add(i * W::SIZE + 32 + PREFETCH) as *const i8);
+                }
             }
         }
         for t in 0..RN {
-            let xv = _mm256_loadu_ps(xs[t].add(i));
+            let x0 = _mm256_loadu_ps(xs[t].add(i));
+            let x1 = _mm256_loadu_ps(xs[t].add(i + 8));
             for r in 0..RM {
-                acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+                acc0[r][t] = _mm256_add_ps(acc0[r][t], _mm256_mul_ps(w0[r], x0));
+                acc1[r][t] = _mm256_add_ps(acc1[r][t], _mm256_mul_ps(w1[r], x1));
             }
         }
-        i += 8;
+        i += 16;
     }
     for t in 0..RN {
         for r in 0..RM {
-            let mut s = hsum(acc[r][t]);
+            let mut s = hsum(_mm256_add_ps(acc0[r][t], acc1[r][t]));
             for j in i..n {
                 s += W::scalar(rows[r], j) * *xs[t].add(j);
             }
@@ -573,6 +721,6 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     }
 }
 
-tile_dispatch!(tile_f32, tile_fl::<WF32>, 3, 4);
-tile_dispatch!(tile_f16, tile_fl::<WF16>, 3, 4);
-tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 3, 4);
+tile_dispatch!(tile_f32, tile_fl::<WF32>, 2, 3);
+tile_dispatch!(tile_f16, tile_fl::<WF16>, 2, 3);
+tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 2, 3);

@@ -1,4 +1,5 @@
 #![allow(clippy::needless_range_loop)] // register-array loops index by constant positions on purpose
+#![cfg_attr(not(test), allow(dead_code))] // the k-quant decoders wait for a canonical-order tile (see `kernel`)
 //! AVX-512 kernels (F + BW + VL + VNNI + VBMI + BITALG: Ice Lake, Zen 4 and later).
 //!
 //! Quantized types: the weights of a group (4 legacy blocks = 128 values, or one 256-value k-quant
@@ -65,9 +66,10 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
         GgmlType::Q4_1 => q!(Q4_1, ActKind::Q8_1, tile_q4_1, pre_q4_1),
         GgmlType::Q5_0 => q!(Q5_0, ActKind::Q8_0, tile_q5_0, pre_q5_0),
         GgmlType::Q5_1 => q!(Q5_1, ActKind::Q8_1, tile_q5_1, pre_q5_1),
-        GgmlType::Q4_K => q!(Q4K, ActKind::Q8K, tile_q4_k, pre_q4_k),
-        GgmlType::Q5_K => q!(Q5K, ActKind::Q8K, tile_q5_k, pre_q5_k),
-        GgmlType::Q6_K => q!(Q6K, ActKind::Q8K, tile_q6_k, pre_q6_k),
+        // k-quants: these kernels scale each 16-value part by its sub-block scale in floats, not in
+        // the canonical order (integer Σ scale·q·x per super-block); the AVX2 kernels (which are)
+        // take these types for now.
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => return None,
         _ => return None,
     })
 }
@@ -823,7 +825,8 @@ unsafe fn pack_simd<D: Dec>(a: &NatAct, dst: *mut u8) {
             _mm512_store_ps(rec.add(off) as *mut f32, _mm512_permutexvar_ps(v32(&LANE_DIV2), d8));
             if D::EXTRA {
                 let s8 = _mm512_maskz_loadu_ps(m, a.s.as_ptr().add(8 * g));
-                let xe = _mm512_mul_ps(_mm512_permutexvar_ps(v32(&LANE_DIV2), s8), _mm512_set1_ps(0.5));
+                // s_x in the block's even lane only (the odd lanes must add nothing).
+                let xe = _mm512_maskz_permutexvar_ps(0x5555, v32(&LANE_DIV2), s8);
                 _mm512_store_ps(rec.add(off + 64) as *mut f32, xe);
             }
         } else {
@@ -897,8 +900,8 @@ fn pack<D: Dec>(a: &NatAct, dst: &mut [u8]) {
                     a.d[g] * a.sums[16 * g + l] as f32
                 } else {
                     let blk = 8 * g + l / 2;
-                    if blk < a.s.len() {
-                        a.s[blk] * 0.5
+                    if blk < a.s.len() && l % 2 == 0 {
+                        a.s[blk]
                     } else {
                         0.0
                     }
@@ -979,10 +982,15 @@ unsafe fn group_pairs<D: Dec, const RM: usize, const RN: usize>(
             for v in 0..D::NV {
                 is = _mm512_dpbusd_epi32(is, wv[r][v], xv[v]);
             }
-            let f = _mm512_mul_ps(_mm512_cvtepi32_ps(is), ws[r]);
-            let mut s = _mm512_fmadd_ps(f, xs, acc[r][t]);
+            // The canonical order (module docs of `super`): block k of the group is lane 2k (the
+            // sum of its two lanes, exact), odd lanes stay 0; `lane + (f32(I)·d_w)·d_x`, then
+            // `+ m_w·s_x`, never fused. The final reduction's halving tree over 16 lanes is then the
+            // canonical tree over the 8 block lanes.
+            let blk = _mm512_add_epi32(is, _mm512_srli_epi64::<32>(is));
+            let f = _mm512_mul_ps(_mm512_maskz_cvtepi32_ps(0x5555, blk), ws[r]);
+            let mut s = _mm512_add_ps(acc[r][t], _mm512_mul_ps(f, xs));
             if D::EXTRA {
-                s = _mm512_fmadd_ps(we[r], xe, s);
+                s = _mm512_add_ps(s, _mm512_mul_ps(we[r], xe));
             }
             acc[r][t] = s;
         }
@@ -1055,9 +1063,6 @@ tile_dispatch!(tile_q5_0, tile_q::<Q5_0>, 2, 8);
 tile_dispatch!(tile_q5_1, tile_q::<Q5_1>, 2, 8);
 tile_dispatch!(tile_q8_0_r4, tile_q::<Q8_0>, 4, 2);
 tile_dispatch!(tile_q8_0_r2, tile_q::<Q8_0>, 2, 8);
-tile_dispatch!(tile_q4_k, tile_q::<Q4K>, 2, 8);
-tile_dispatch!(tile_q5_k, tile_q::<Q5K>, 2, 8);
-tile_dispatch!(tile_q6_k, tile_q::<Q6K>, 2, 8);
 
 /// Q8_0 direct tiles: 4 rows per tile for matrix-vector products (more weight streams in flight:
 /// measured +15-25 % from memory; the other types do not gain), 2 rows × up to 8 tokens otherwise.
@@ -1075,9 +1080,6 @@ tile_dispatch!(pre_q4_1, tile_pre::<Q4_1>, 2, 8);
 tile_dispatch!(pre_q5_0, tile_pre::<Q5_0>, 2, 8);
 tile_dispatch!(pre_q5_1, tile_pre::<Q5_1>, 2, 8);
 tile_dispatch!(pre_q8_0, tile_pre::<Q8_0>, 2, 8);
-tile_dispatch!(pre_q4_k, tile_pre::<Q4K>, 2, 8);
-tile_dispatch!(pre_q5_k, tile_pre::<Q5K>, 2, 8);
-tile_dispatch!(pre_q6_k, tile_pre::<Q6K>, 2, 8);
 
 /// Float weights: 16 values at element `i` of a row (or the first `n` of them).
 trait FW {
@@ -1151,25 +1153,26 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
         for t in 0..RN {
             let xv = _mm512_loadu_ps(xs[t].add(i));
             for r in 0..RM {
-                acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                acc[r][t] = _mm512_add_ps(acc[r][t], _mm512_mul_ps(wv[r], xv));
             }
         }
         i += 16;
     }
+    store_tile(a, &acc);
+    // The canonical order (`ops::canon_sum`): the 16 lanes (element i mod 16) added as a halving
+    // tree (store_tile), then the leftover elements one by one; nothing fused.
     if i < n {
-        let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
-        let mut wv = [_mm512_setzero_ps(); RM];
-        for r in 0..RM {
-            wv[r] = W::load_n(rows[r], i, m);
-        }
         for t in 0..RN {
-            let xv = _mm512_maskz_loadu_ps(m, xs[t].add(i));
             for r in 0..RM {
-                acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                let o = a.out.add(t * a.out_stride + r);
+                let mut s = *o;
+                for j in i..n {
+                    s += _mm512_cvtss_f32(W::load_n(rows[r], j, 1)) * *xs[t].add(j);
+                }
+                *o = s;
             }
         }
     }
-    store_tile(a, &acc);
 }
 
 tile_dispatch!(tile_f32, tile_fl::<WF32>, 4, 6);
