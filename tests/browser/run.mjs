@@ -6,12 +6,13 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
 import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { startServer } from "./server.mjs";
 import * as coil from "../../dist/node/index.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const CPUS = availableParallelism();
 
 const { server, port } = await startServer(0);
 let browser;
@@ -58,59 +59,76 @@ try {
     m.dispose();
     return { ta, tb, tn, state, positions: [positions[0], 8 + 1 + 8, positions[2]], savedBytes: saved.length };
   })();
-  const page = await browser.newPage();
-  await page.addInitScript((s) => (window.__nativeState = s), seqNative.state);
   const consoleErrors = consoleErrorsSeen;
-  page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
-  page.on("pageerror", (e) => consoleErrors.push(String(e)));
-  await page.goto(`http://127.0.0.1:${port}/tests/browser/index.html`);
-  await page.waitForFunction(() => window.__results !== undefined, null, { timeout: 60_000 });
-  const results = await page.evaluate(() => window.__results);
-  console.log("browser (headless Chromium):");
-  for (const r of results) {
-    if (!r.ok) {
-      fail(r.name, r.error);
-      continue;
-    }
-    const m = /inspect (?:Blob|URL|ArrayBuffer) (\S+)$/.exec(r.name);
-    if (m) {
-      // Same answer as the native engine in Node, except the file name-independent fields.
-      const native = await coil.inspectGguf(join(ROOT, m[1]), { backend: "native" });
-      isDeepStrictEqual(r.value, native) ? pass(`${r.name} equals native`) : fail(r.name, "differs from native");
-    } else if (r.name.endsWith("backendInfo")) {
-      const v = r.value;
-      v.backend === "wasm" && v.cpuFeatures.includes("simd128") && v.kernels.every((k) => k.max_rel_diff < 1e-5)
-        ? pass(`${r.name}: wasm, simd128, kernels match the reference`)
-        : fail(r.name, JSON.stringify(v));
-    } else if (r.name === "worker sequence operations") {
-      const v = r.value;
-      const want = { ta: seqNative.ta, tb: seqNative.tb, tn: seqNative.tn, full: "CONTEXT_FULL", positions: seqNative.positions, savedBytes: seqNative.savedBytes };
-      isDeepStrictEqual(v, want)
-        ? pass(`${r.name}: fork, truncate, save/load (native state too) as in native`)
-        : fail(r.name, `${JSON.stringify(v)} vs native ${JSON.stringify(want)}`);
-    } else if (r.name === "worker jamba") {
-      const m = await coil.loadModel(join(ROOT, "tests/fixtures/models/tiny-jamba.gguf"), { backend: "native" });
-      const c = m.createContext({ contextLength: 20, kvType: "f32" });
-      const want = await c.sequence(0).evaluate([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], { logits: "all" });
-      const memory = c.memory;
-      await c.dispose();
-      m.dispose();
-      const v = r.value;
-      const close = v.logits.length === want.length && v.logits.every((x, i) => Math.abs(x - want[i]) <= 1e-5 * (1 + Math.abs(want[i])));
-      close && v.full.code === "CONTEXT_FULL" && v.full.isCoilError && v.position === 10 && isDeepStrictEqual(v.memory, memory)
-        ? pass(`${r.name}: logits as native, CONTEXT_FULL typed, memory accounting as native`)
-        : fail(r.name, JSON.stringify({ ...v, logits: v.logits.length }));
-    } else if (r.name === "worker abort") {
-      r.value.name === "AbortError" && r.value.code === "ABORTED" ? pass(r.name) : fail(r.name, JSON.stringify(r.value));
-    } else if (r.name === "native is refused in a browser") {
-      r.value.code === "BACKEND_UNAVAILABLE" && r.value.isCoilError ? pass(r.name) : fail(r.name, JSON.stringify(r.value));
-    } else if (r.name.endsWith("error is typed")) {
-      const v = r.value;
-      v.code === "GGUF_TRUNCATED" && v.isGgufError && v.name === "GgufError" && v.offset === 8
-        ? pass(r.name)
-        : fail(r.name, JSON.stringify(v));
-    } else {
-      fail(r.name, "no check for this result");
+  // The page twice: cross-origin isolated (the worker runs the threaded wasm module) and not (one
+  // thread); every result must match native either way.
+  for (const mode of [
+    { query: "", isolated: true, label: "cross-origin isolated" },
+    { query: "?coi=0", isolated: false, label: "not isolated" },
+  ]) {
+    const page = await browser.newPage();
+    await page.addInitScript((s) => (window.__nativeState = s), seqNative.state);
+    page.on("console", (m) => m.type() === "error" && consoleErrors.push(m.text()));
+    page.on("pageerror", (e) => consoleErrors.push(String(e)));
+    await page.goto(`http://127.0.0.1:${port}/tests/browser/index.html${mode.query}`);
+    await page.waitForFunction(() => window.__results !== undefined, null, { timeout: 60_000 });
+    const results = await page.evaluate(() => window.__results);
+    console.log(`browser (headless Chromium), ${mode.label}:`);
+    for (const r of results) {
+      if (!r.ok) {
+        fail(r.name, r.error);
+        continue;
+      }
+      const m = /inspect (?:Blob|URL|ArrayBuffer) (\S+)$/.exec(r.name);
+      if (m) {
+        // Same answer as the native engine in Node, except the file name-independent fields.
+        const native = await coil.inspectGguf(join(ROOT, m[1]), { backend: "native" });
+        isDeepStrictEqual(r.value, native) ? pass(`${r.name} equals native`) : fail(r.name, "differs from native");
+      } else if (r.name.endsWith("backendInfo")) {
+        const v = r.value;
+        // Threads: only a Worker of an isolated page may run the threaded module; elsewhere one
+        // thread, with the reason said.
+        const threadsOk = r.name.startsWith("worker") && mode.isolated
+          ? v.threads === Math.min(CPUS, 64) && v.singleThreadedReason === undefined
+          : v.threads === 1 && (r.name.startsWith("page") ? /main thread/ : /cross-origin isolated/).test(v.singleThreadedReason ?? "");
+        v.backend === "wasm" && v.cpuFeatures.includes("simd128") && v.kernels.every((k) => k.max_rel_diff < 1e-5) && threadsOk
+          ? pass(`${r.name}: wasm, simd128, kernels match the reference, ${v.threads} thread(s)${v.singleThreadedReason ? ` (${v.singleThreadedReason})` : ""}`)
+          : fail(r.name, JSON.stringify(v));
+      } else if (r.name === "worker threads") {
+        const { info, isolated } = r.value;
+        (mode.isolated ? isolated === true && info.workerTasks > 0 : isolated === false && info.workerTasks === 0)
+          ? pass(`${r.name}: ${info.workerTasks} tasks ran on the worker's other threads`)
+          : fail(r.name, JSON.stringify(r.value));
+      } else if (r.name === "worker sequence operations") {
+        const v = r.value;
+        const want = { ta: seqNative.ta, tb: seqNative.tb, tn: seqNative.tn, full: "CONTEXT_FULL", positions: seqNative.positions, savedBytes: seqNative.savedBytes };
+        isDeepStrictEqual(v, want)
+          ? pass(`${r.name}: fork, truncate, save/load (native state too) as in native`)
+          : fail(r.name, `${JSON.stringify(v)} vs native ${JSON.stringify(want)}`);
+      } else if (r.name === "worker jamba") {
+        const m = await coil.loadModel(join(ROOT, "tests/fixtures/models/tiny-jamba.gguf"), { backend: "native" });
+        const c = m.createContext({ contextLength: 20, kvType: "f32" });
+        const want = await c.sequence(0).evaluate([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], { logits: "all" });
+        const memory = c.memory;
+        await c.dispose();
+        m.dispose();
+        const v = r.value;
+        const close = v.logits.length === want.length && v.logits.every((x, i) => Math.abs(x - want[i]) <= 1e-5 * (1 + Math.abs(want[i])));
+        close && v.full.code === "CONTEXT_FULL" && v.full.isCoilError && v.position === 10 && isDeepStrictEqual(v.memory, memory)
+          ? pass(`${r.name}: logits as native, CONTEXT_FULL typed, memory accounting as native`)
+          : fail(r.name, JSON.stringify({ ...v, logits: v.logits.length }));
+      } else if (r.name === "worker abort") {
+        r.value.name === "AbortError" && r.value.code === "ABORTED" ? pass(r.name) : fail(r.name, JSON.stringify(r.value));
+      } else if (r.name === "native is refused in a browser") {
+        r.value.code === "BACKEND_UNAVAILABLE" && r.value.isCoilError ? pass(r.name) : fail(r.name, JSON.stringify(r.value));
+      } else if (r.name.endsWith("error is typed")) {
+        const v = r.value;
+        v.code === "GGUF_TRUNCATED" && v.isGgufError && v.name === "GgufError" && v.offset === 8
+          ? pass(r.name)
+          : fail(r.name, JSON.stringify(v));
+      } else {
+        fail(r.name, "no check for this result");
+      }
     }
   }
   if (consoleErrors.length) fail("no console errors", consoleErrors.join(" | "));

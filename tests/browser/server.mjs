@@ -1,4 +1,5 @@
-// A minimal static server for the browser tests and the example pages, on 127.0.0.1 only. It serves
+// A minimal static server for the browser tests and the example pages, on 127.0.0.1 only, cross-origin
+// isolated (COOP/COEP, as a page that wants wasm threads must be) unless ?coi=0 is asked. It serves
 // the repository root and maps the bare import "comlink" to its ESM file (module workers get no
 // import maps) and @huggingface/jinja likewise, which is all a bundler would otherwise do for coil's
 // web entry.
@@ -42,6 +43,15 @@ export function startServer(port = 0) {
       }
       const range = /^bytes=(\d+)-(\d+)?$/.exec(req.headers.range ?? "");
       const headers = { "content-type": type, "accept-ranges": "bytes", "cache-control": "no-store" };
+      // Cross-origin isolation (SharedArrayBuffer, so the threaded wasm engine) unless the page is
+      // asked for with ?coi=0: the tests run the pages both ways.
+      if (url.searchParams.get("coi") !== "0") {
+        Object.assign(headers, {
+          "cross-origin-opener-policy": "same-origin",
+          "cross-origin-embedder-policy": "require-corp",
+          "cross-origin-resource-policy": "same-origin",
+        });
+      }
       if (range) {
         const start = Number(range[1]);
         const end = Math.min(body.length - 1, range[2] ? Number(range[2]) : body.length - 1);

@@ -13,6 +13,8 @@ export interface Engine {
   threads(): number;
   /** wasm: why the engine runs on one thread, when it does. */
   readonly singleThreadedReason?: string;
+  /** wasm: tasks its worker threads have run so far. */
+  workerTasks?(): number;
   /** JSON from the core: every kernel path run against its scalar reference. */
   kernelSelfcheck(): string;
   /** Parse a header prefix of a file of `fileSize` bytes; throws GGUF_NEED_MORE when the prefix is short. */

@@ -161,6 +161,7 @@ export function createApi(hooks: TargetHooks): CoilFacade {
       threads: engine.threads(),
     };
     if (engine.singleThreadedReason) info.singleThreadedReason = engine.singleThreadedReason;
+    if (engine.workerTasks) info.workerTasks = engine.workerTasks();
     if (fallbackReason) info.fallbackReason = fallbackReason;
     return info;
   }

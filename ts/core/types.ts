@@ -103,6 +103,9 @@ export interface BackendInfo {
   /** wasm on one thread: why (no SharedArrayBuffer, not cross-origin isolated, a browser main
    *  thread, or `COIL_WASM_THREADS=1`). */
   singleThreadedReason?: string;
+  /** wasm: how many tasks its worker threads have run so far (0 on one thread): shows that they
+   *  take part. */
+  workerTasks?: number;
   /** Why native was not used, when "auto" fell back to wasm. */
   fallbackReason?: string;
 }

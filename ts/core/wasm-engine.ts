@@ -11,6 +11,7 @@ export interface WasmBinding {
   cpuFeatures(): string[];
   kernelSelfcheck(): string;
   threadCount(): number;
+  threadPoolWorkerTasks(): number;
   inspectBytes(prefix: Uint8Array, fileSize: number, arrayHead: number): string;
   loadModelBytes(prefix: Uint8Array, fileSize: number): WasmModel;
 }
@@ -57,6 +58,7 @@ export function wasmEngine(b: WasmBinding, threading: WasmThreading = {}): Engin
     cpuFeatures: () => b.cpuFeatures(),
     threads: () => b.threadCount(),
     singleThreadedReason: threading.singleThreadedReason,
+    workerTasks: () => b.threadPoolWorkerTasks(),
     kernelSelfcheck: () => b.kernelSelfcheck(),
     inspectBytes: (prefix, fileSize, arrayHead) => b.inspectBytes(prefix, fileSize, arrayHead),
     loadModelBytes: (prefix, fileSize) => wrapModel(b.loadModelBytes(prefix, fileSize)),

@@ -15,7 +15,6 @@ export interface ThreadedWasmBinding extends WasmBinding {
   threadPoolCreate(nWorkers: number): number;
   threadPoolWorker(addr: number): void;
   threadPoolBrokenFlag(addr: number): number;
-  threadPoolWorkerTasks(): number;
 }
 
 /** What a worker thread needs: sent to it once, at start. */

@@ -51,7 +51,14 @@ function explain(e: unknown): string {
 }
 
 async function engineFor(choice: BackendChoice): Promise<{ engine: Engine; fallbackReason?: string }> {
-  if (choice === "wasm") return { engine: await (wasm ??= loadWasmEngineNode()) };
+  if (choice === "wasm") {
+    try {
+      return { engine: await (wasm ??= loadWasmEngineNode()) };
+    } catch (e) {
+      wasm = undefined; // not cached: a later call tries again
+      throw e;
+    }
+  }
   try {
     return { engine: await (native ??= loadNativeEngine()) };
   } catch (e) {
