@@ -21,8 +21,8 @@
 //! | `scalar` | — | all 11 | — |
 //!
 //! The two NEON paths give bit for bit what `simd128` gives (same lanes, same float operations in
-//! the same order, no FMA; see [`super::vecdot`]'s `aarch64_neon`), so native ARM and the browser
-//! agree exactly.
+//! the same order, no FMA; see [`super::vecdot`]'s `aarch64_neon`): matrix products on ARM equal
+//! the browser's exactly. `scripts/test-aarch64.sh` runs these tests for aarch64 under qemu.
 //!
 //! Float weights multiply f32 activations (F16/BF16 converted to f32 in registers; ggml instead
 //! rounds the activations to f16/bf16 first, so for F16/BF16 coil is the more accurate of the two).

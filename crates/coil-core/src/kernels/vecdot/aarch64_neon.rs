@@ -5,8 +5,10 @@
 //!
 //! Both compute exactly what the wasm32 simd128 kernels ([`super::wasm_simd128`]) compute, bit
 //! for bit: the same 4-lane f32 accumulators, the same integers in each lane, the same float
-//! operations in the same order. (NEON is 128 bits wide like simd128, and keeping the two alike
-//! means native ARM and the browser give the same logits.) In detail:
+//! operations in the same order. (NEON is 128 bits wide like simd128; keeping the two alike means
+//! matrix products on ARM give exactly what they give in the browser. The other NEON kernels —
+//! element-wise math, norms, scans in `ops.rs` — use FMA and still differ in the last bits.)
+//! In detail:
 //!
 //! * Quantized types: weights are decoded to signed bytes (offsets removed) and multiplied with
 //!   the Q8 activations as bytes. Lane `k` of a 32-value block (or of a k-quant sub-block) holds
