@@ -251,6 +251,51 @@ fn a_token_gives_the_same_result_alone_or_in_a_batch() {
     }
 }
 
+/// `COIL_EXPECT_MATMUL_PATHS` (e.g. `scalar,neon,neon-dotprod`; scripts/test-aarch64.sh sets it for
+/// each emulated CPU) must be exactly the paths this machine offers: the tests above then surely
+/// covered them, rather than passing because a path silently went missing.
+#[test]
+fn the_expected_paths_are_present() {
+    if let Ok(want) = std::env::var("COIL_EXPECT_MATMUL_PATHS") {
+        let got: Vec<&str> = matmul_paths().iter().map(|p| p.name()).collect();
+        assert_eq!(got.join(","), want);
+    }
+}
+
+/// The NEON paths (with and without `sdot`) put the same integers in the same lanes and do the
+/// same float operations: identical results, bit for bit, for every type and tile shape.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_paths_are_bit_identical() {
+    let pool = ThreadPool::new(2);
+    let paths: Vec<_> = matmul_paths().into_iter().filter(|p| p.name().starts_with("neon")).collect();
+    assert!(!paths.is_empty());
+    for &ty in &MATMUL_TYPES {
+        for n_cols in col_sizes(ty) {
+            let n_rows = 13;
+            let data = weights(ty, n_rows, n_cols, 31 + n_cols as u64);
+            let w = WeightRef::new(ty, &data, n_rows, n_cols).unwrap();
+            for &n_tokens in &[1usize, 6] {
+                let x = activations(n_tokens * n_cols, 17 + n_tokens as u64);
+                let mut first: Option<Vec<f32>> = None;
+                for p in &paths {
+                    let mut out = vec![f32::NAN; n_rows * n_tokens];
+                    p.run(&w, &x, n_tokens, &mut out, &pool);
+                    match &first {
+                        None => first = Some(out),
+                        Some(f) => assert!(
+                            f.iter().zip(&out).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{ty} {n_cols} t={n_tokens}: {} differs from {}",
+                            p.name(),
+                            paths[0].name()
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_uses_the_best_path_and_handles_empty_inputs() {
     let pool = ThreadPool::new(2);

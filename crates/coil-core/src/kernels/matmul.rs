@@ -15,8 +15,14 @@
 //! |---|---|---|---|
 //! | `avx512` | AVX-512 F/BW/VL/VNNI/VBMI/BITALG + AVX2/FMA/F16C (Ice Lake, Zen 4+) | all 11 | — |
 //! | `avx2` | AVX2 + FMA + F16C (Haswell, Zen 1+) | all 11 | — |
+//! | `neon-dotprod` | aarch64 with the `dotprod` extension (`sdot`: Armv8.2+, Apple M1+) | the 8 quantized types | F32/F16/BF16: `neon` |
+//! | `neon` | aarch64 (NEON is baseline) | all 11 | — |
 //! | `simd128` | wasm32 built with `+simd128` | all 11 (Q5_0/Q5_1/Q5_K decode partly scalar) | — |
-//! | `scalar` | — (aarch64 too: no NEON kernels yet) | all 11 | — |
+//! | `scalar` | — | all 11 | — |
+//!
+//! The two NEON paths give bit for bit what `simd128` gives (same lanes, same float operations in
+//! the same order, no FMA; see [`super::vecdot`]'s `aarch64_neon`): matrix products on ARM equal
+//! the browser's exactly. `scripts/test-aarch64.sh` runs these tests for aarch64 under qemu.
 //!
 //! Float weights multiply f32 activations (F16/BF16 converted to f32 in registers; ggml instead
 //! rounds the activations to f16/bf16 first, so for F16/BF16 coil is the more accurate of the two).
@@ -310,7 +316,8 @@ pub fn get_rows(w: &WeightRef, ids: &[u32], out: &mut [f32]) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Paths
 
-/// An implementation of [`matmul`]: "scalar", "avx2", "avx512" (x86-64), "simd128" (wasm32).
+/// An implementation of [`matmul`]: "scalar", "avx2", "avx512" (x86-64), "neon", "neon-dotprod"
+/// (aarch64), "simd128" (wasm32).
 #[derive(Clone, Copy)]
 pub struct MatmulPath {
     name: &'static str,
@@ -324,6 +331,10 @@ enum Isa {
     Avx2,
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+    #[cfg(target_arch = "aarch64")]
+    NeonDotprod,
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     Simd128,
 }
@@ -346,6 +357,10 @@ impl MatmulPath {
             Isa::Avx2 => vecdot::x86_avx2::kernel(ty),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => vecdot::x86_avx512::kernel(ty).or_else(|| vecdot::x86_avx2::kernel(ty)),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => vecdot::aarch64_neon::kernel(ty, false),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDotprod => vecdot::aarch64_neon::kernel(ty, true),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             Isa::Simd128 => vecdot::wasm_simd128::kernel(ty),
         }
@@ -358,6 +373,9 @@ impl MatmulPath {
             Isa::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 if vecdot::x86_avx512::kernel(ty).is_none() => "avx2",
+            // Float types have no integer products: one kernel for both NEON paths.
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDotprod if matches!(self.kernel(ty), Some(Kernel::Float(_))) => "neon",
             _ if self.kernel(ty).is_none() => "scalar",
             _ => self.name,
         }
@@ -395,6 +413,13 @@ pub fn matmul_paths() -> Vec<MatmulPath> {
         }
         if vecdot::x86_avx512::available() {
             v.push(MatmulPath { name: "avx512", isa: Isa::Avx512 });
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        v.push(MatmulPath { name: "neon", isa: Isa::Neon });
+        if vecdot::aarch64_neon::dotprod_available() {
+            v.push(MatmulPath { name: "neon-dotprod", isa: Isa::NeonDotprod });
         }
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -617,7 +642,7 @@ fn check_name(path: &str, ty: GgmlType) -> &'static str {
             }
         };
     }
-    names!("scalar", "avx2", "avx512", "simd128")
+    names!("scalar", "avx2", "avx512", "neon", "neon-dotprod", "simd128")
 }
 
 /// Self-check names for "a token in a batch gives what it gives alone".
@@ -626,6 +651,8 @@ fn batch_name(path: &str) -> &'static str {
         "scalar" => "matmul/scalar/batch=alone",
         "avx2" => "matmul/avx2/batch=alone",
         "avx512" => "matmul/avx512/batch=alone",
+        "neon" => "matmul/neon/batch=alone",
+        "neon-dotprod" => "matmul/neon-dotprod/batch=alone",
         "simd128" => "matmul/simd128/batch=alone",
         _ => "matmul/other/batch=alone",
     }

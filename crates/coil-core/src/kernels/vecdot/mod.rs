@@ -17,6 +17,8 @@
 
 pub mod generic;
 
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64_neon;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) mod wasm_simd128;
 #[cfg(target_arch = "x86_64")]
@@ -40,7 +42,7 @@ pub(crate) struct TileArgs {
     pub out: *mut f32,
     pub out_stride: usize,
     /// Whether to prefetch the weights ahead (they stream from memory: matrix-vector products).
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    #[cfg_attr(any(target_arch = "wasm32", target_arch = "aarch64"), allow(dead_code))]
     pub prefetch: bool,
 }
 
@@ -107,7 +109,9 @@ pub(crate) enum Kernel {
 }
 
 /// Defines `$name: TileFn` from a const-generic tile `$f::<.., RM, RN>`: walks the rows in tiles of
-/// up to `$rm` (the last one smaller) and dispatches on the tile shape.
+/// up to `$rm` (the last one smaller) and dispatches on the tile shape. (aarch64 has its own,
+/// which also takes the `target_feature` of the dotprod kernels.)
+#[cfg_attr(target_arch = "aarch64", allow(unused_macros))]
 macro_rules! tile_dispatch {
     ($name:ident, $f:ident :: <$($g:ty),*>, $rm:literal, $rn:literal) => {
         unsafe fn $name(rows: usize, rn: usize, a: &$crate::kernels::vecdot::TileArgs) {
@@ -142,6 +146,7 @@ macro_rules! tile_dispatch {
         }
     };
 }
+#[cfg_attr(target_arch = "aarch64", allow(unused_imports))]
 pub(crate) use tile_dispatch;
 
 /// 64-byte aligned scratch storage.
