@@ -95,3 +95,11 @@ pub fn thread_pool_worker_tasks() -> f64 {
         0.0
     }
 }
+
+/// Kernel benchmark support for `bench/wasm-kernels.mjs`: `reps` products of a `rows × cols`
+/// matrix of type `ty` with `tokens` tokens, one thread (the caller times it). Returns a checksum.
+#[wasm_bindgen(js_name = benchMatmul)]
+pub fn bench_matmul(ty: &str, rows: u32, cols: u32, tokens: u32, reps: u32) -> Result<f64, JsValue> {
+    coil_core::kernels::bench_matmul(ty, rows as usize, cols as usize, tokens as usize, reps as usize)
+        .ok_or_else(|| js_sys::Error::new("benchMatmul: unknown type or bad shape").into())
+}

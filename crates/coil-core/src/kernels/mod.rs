@@ -60,3 +60,36 @@ mod tests {
         }
     }
 }
+
+/// Kernel benchmark support: runs `reps` matrix products of a `rows × cols` matrix of type
+/// `ty_name` (random values, quantized like a model's) with `tokens` tokens on this build's fastest
+/// path, one thread; the caller times it (wasm32 has no clock). Returns a checksum of the outputs
+/// (so nothing is optimised away), or None for an unknown type or a bad shape.
+pub fn bench_matmul(ty_name: &str, rows: usize, cols: usize, tokens: usize, reps: usize) -> Option<f64> {
+    use crate::gguf::GgmlType;
+    let ty = GgmlType::from_name(ty_name)?;
+    let mut s = 0x2545_f491_u32;
+    let mut rnd = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+    };
+    let rb = crate::quant::row_bytes(ty, cols)?;
+    let mut data = vec![0u8; rb * rows];
+    let mut row = vec![0f32; cols];
+    for r in 0..rows {
+        row.iter_mut().for_each(|v| *v = rnd());
+        crate::quant::quantize_row(ty, &row, &mut data[r * rb..(r + 1) * rb]).ok()?;
+    }
+    let x: Vec<f32> = (0..cols * tokens).map(|_| rnd()).collect();
+    let w = matmul::WeightRef::new(ty, &data, rows, cols).ok()?;
+    let mut out = vec![0f32; rows * tokens];
+    let pool = crate::threads::ThreadPool::new(1);
+    let mut sum = 0f64;
+    for _ in 0..reps {
+        matmul::matmul(&w, &x, tokens, &mut out, &pool);
+        sum += out[0] as f64;
+    }
+    Some(sum)
+}

@@ -27,7 +27,7 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
                 pack: <$d>::pack,
                 tile: $tile,
                 rm: 2,
-                rn: 4,
+                rn: 2,
                 pre: None,
             })
         };
@@ -47,7 +47,7 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
         };
     }
     Some(match ty {
-        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: 2, rn: 2, pre: None }),
+        GgmlType::F32 => Kernel::Float(FKernel { tile: tile_f32, rm: 4, rn: 2, pre: None }),
         // Prompts: each panel of F16 rows is converted to f32 once and reused by every token tile.
         GgmlType::F16 => Kernel::Float(FKernel {
             tile: tile_f16,
@@ -55,7 +55,7 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
             rn: 2,
             pre: Some(PreDecode { group: 1, bytes_per_group: 4, decode: decode_f16_rows, tile: tile_f32 }),
         }),
-        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: 2, rn: 2, pre: None }),
+        GgmlType::BF16 => Kernel::Float(FKernel { tile: tile_bf16, rm: 4, rn: 2, pre: None }),
         GgmlType::Q8_0 => q!(Q8_0, ActKind::Q8_0, tile_q8_0),
         GgmlType::Q4_0 => q!(Q4_0, ActKind::Q8_0, tile_q4_0),
         GgmlType::Q4_1 => q!(Q4_1, ActKind::Q8_1, tile_q4_1),
@@ -491,70 +491,162 @@ unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
 /// The 4 horizontal sums of 4 i32x4 vectors at once (exact): lane o is Σ `v[o]`.
 #[inline(always)]
 fn tsum4(v0: v128, v1: v128, v2: v128, v3: v128) -> v128 {
-    let p01 = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(v0, v1), i32x4_shuffle::<1, 3, 5, 7>(v0, v1));
-    let p23 = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(v2, v3), i32x4_shuffle::<1, 3, 5, 7>(v2, v3));
-    i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(p01, p23), i32x4_shuffle::<1, 3, 5, 7>(p01, p23))
+    // A 4x4 transpose by unpacks (shuffle patterns V8 emits as single punpck instructions; the
+    // general two-input shuffles of a plain lane gather cost several), then adds.
+    let s01 = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(v0, v1), i32x4_shuffle::<2, 6, 3, 7>(v0, v1));
+    let s23 = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(v2, v3), i32x4_shuffle::<2, 6, 3, 7>(v2, v3));
+    i32x4_add(i64x2_shuffle::<0, 2>(s01, s23), i64x2_shuffle::<1, 3>(s01, s23))
 }
 
-/// Legacy quants in the canonical order (module docs of `super`): per block, the exact integer dot
-/// of every output of the tile (i16 weights × i16 activations), summed horizontally 4 outputs at a
-/// time (lane o = output `t·RM + r`); then `lane_k + (f32(I)·d_w)·d_x` (+ `m_w·s_x`) into block lane
-/// k = block mod 8, and the 8 block lanes added as a halving tree at the end. The same bits as the
-/// native paths.
-unsafe fn tile_q<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs) {
-    let n_groups = a.n_cols / D::GE;
-    // Up to 8 outputs: two f32x4 per block lane.
-    let mut lanes = [[f32x4_splat(0.0); 2]; 8];
-    for g in 0..n_groups {
-        let mut iv = [i32x4_splat(0); 8];
-        let mut dw = [0f32; 8];
-        let mut mw = [0f32; 8];
-        let mut dx = [0f32; 8];
-        let mut sx = [0f32; 8];
-        unroll!(RM, |r| {
-            let p = a.w.add(r * a.row_bytes + g * D::GB);
-            let q = D::decode(p);
-            let d = rd_f16(p.add(D::D_OFF));
-            let m = if D::EXTRA { rd_f16(p.add(D::M_OFF)) } else { 0.0 };
-            unroll!(RN, |t| {
-                let rec = a.act.add(t * a.act_stride + g * D::RB);
-                let o = t * RM + r;
-                iv[o] = dot32(&q, rec);
-                dw[o] = d;
-                mw[o] = m;
-                dx[o] = rd_f32(rec.add(64));
-                if D::EXTRA {
-                    sx[o] = rd_f32(rec.add(68));
-                }
-            });
-        });
-        let k = g % 8;
-        for h in 0..2 {
-            if 4 * h >= RM * RN {
-                break;
-            }
-            let i = tsum4(iv[4 * h], iv[4 * h + 1], iv[4 * h + 2], iv[4 * h + 3]);
-            let ldv = |v: &[f32; 8]| v128_load(v.as_ptr().add(4 * h) as *const v128);
-            let f = f32x4_mul(f32x4_mul(f32x4_convert_i32x4(i), ldv(&dw)), ldv(&dx));
-            let mut s = f32x4_add(lanes[k][h], f);
+/// Lane `o` of `h` = the 16 bits at `p` (`o` a constant after unrolling).
+#[inline(always)]
+unsafe fn put16(h: v128, o: usize, p: *const u8) -> v128 {
+    let p = p as *const u16;
+    match o {
+        0 => v128_load16_lane::<0>(h, p),
+        1 => v128_load16_lane::<1>(h, p),
+        2 => v128_load16_lane::<2>(h, p),
+        _ => v128_load16_lane::<3>(h, p),
+    }
+}
+
+/// Lane `o` of `v` = the f32 at `p` (`o` a constant after unrolling).
+#[inline(always)]
+unsafe fn put32(v: v128, o: usize, p: *const u8) -> v128 {
+    let p = p as *const u32;
+    match o {
+        0 => v128_load32_lane::<0>(v, p),
+        1 => v128_load32_lane::<1>(v, p),
+        2 => v128_load32_lane::<2>(v, p),
+        _ => v128_load32_lane::<3>(v, p),
+    }
+}
+
+/// One block `g` of a legacy-quant tile (at most 4 outputs, lane o = output `t·RM + r`): the exact
+/// integer dots of every output, summed horizontally 4 outputs at a time, then
+/// `lane + (f32(I)·d_w)·d_x` (`+ m_w·s_x`) — the canonical float steps, all 4 outputs at once. The
+/// f16 scales of the tile's rows are gathered into one vector and converted exactly in SIMD.
+#[inline(always)]
+unsafe fn leg_step<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs, g: usize, lane: v128) -> v128 {
+    let mut iv = [i32x4_splat(0); 4];
+    let mut dh = u16x8_splat(0);
+    let mut mh = u16x8_splat(0);
+    let mut dx = f32x4_splat(0.0);
+    let mut sx = f32x4_splat(0.0);
+    unroll!(RM, |r| {
+        let p = a.w.add(r * a.row_bytes + g * D::GB);
+        let q = D::decode(p);
+        unroll!(RN, |t| {
+            let o = t * RM + r;
+            let rec = a.act.add(t * a.act_stride + g * D::RB);
+            iv[o] = dot32(&q, rec);
+            dh = put16(dh, o, p.add(D::D_OFF));
             if D::EXTRA {
-                s = f32x4_add(s, f32x4_mul(ldv(&mw), ldv(&sx)));
+                mh = put16(mh, o, p.add(D::M_OFF));
             }
-            lanes[k][h] = s;
+            dx = put32(dx, o, rec.add(64));
+            if D::EXTRA {
+                sx = put32(sx, o, rec.add(68));
+            }
+        });
+    });
+    let i = tsum4(iv[0], iv[1], iv[2], iv[3]);
+    let dw = f16x8_exact(dh).0;
+    let mut s = f32x4_add(lane, f32x4_mul(f32x4_mul(f32x4_convert_i32x4(i), dw), dx));
+    if D::EXTRA {
+        s = f32x4_add(s, f32x4_mul(f16x8_exact(mh).0, sx));
+    }
+    s
+}
+
+/// Legacy quants in the canonical order (module docs of `super`): block b of each output into
+/// block lane b mod 8 (`leg_step`), the 8 block lanes added as a halving tree at the end. A tile
+/// holds at most 4 outputs (one f32x4, lane o = output `t·RM + r`). The block lanes live in
+/// memory (one load and store per block; unrolling by 8 to keep them in registers measured no
+/// faster). The same bits as the native paths. Known gap (bench/wasm-kernels.mjs): with the
+/// weights in cache this is as fast as the pre-canonical kernel, but streaming them from memory
+/// (generation) reaches only about half of its bandwidth, for reasons not found yet.
+unsafe fn tile_q<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs) {
+    debug_assert!(RM * RN <= 4);
+    let n_groups = a.n_cols / D::GE;
+    let mut lanes = [f32x4_splat(0.0); 8];
+    for g in 0..n_groups {
+        let k = g & 7;
+        lanes[k] = leg_step::<D, RM, RN>(a, g, lanes[k]);
+    }
+    leg_finish::<RM, RN>(a, &lanes);
+}
+
+/// Matrix-vector products (one token) of legacy quants, 5 to 8 rows: two quads of rows (4 and
+/// `RB`) side by side, each in its own block lanes — the same arithmetic per output as
+/// [`tile_q`], with twice the weight streams in flight (generation reads the weights from memory,
+/// and more concurrent row streams keep more of it in flight).
+unsafe fn tile_q8<D: DecW, const RB: usize>(a: &TileArgs) {
+    let b = TileArgs { w: a.w.add(4 * a.row_bytes), out: a.out.add(4), ..*a };
+    let n_groups = a.n_cols / D::GE;
+    let mut la = [f32x4_splat(0.0); 8];
+    let mut lb = [f32x4_splat(0.0); 8];
+    // 4 blocks of the first quad, then the same 4 of the second.
+    let mut g = 0;
+    while g < n_groups {
+        let c = (n_groups - g).min(4);
+        for i in 0..c {
+            la[(g + i) & 7] = leg_step::<D, 4, 1>(a, g + i, la[(g + i) & 7]);
         }
+        for i in 0..c {
+            lb[(g + i) & 7] = leg_step::<D, RB, 1>(&b, g + i, lb[(g + i) & 7]);
+        }
+        g += c;
     }
-    let mut res = [0f32; 8];
-    for h in 0..2 {
-        let l = |k: usize| lanes[k][h];
-        let s4 = [f32x4_add(l(0), l(4)), f32x4_add(l(1), l(5)), f32x4_add(l(2), l(6)), f32x4_add(l(3), l(7))];
-        let s = f32x4_add(f32x4_add(s4[0], s4[2]), f32x4_add(s4[1], s4[3]));
-        v128_store(res.as_mut_ptr().add(4 * h) as *mut v128, s);
-    }
+    leg_finish::<4, 1>(a, &la);
+    leg_finish::<RB, 1>(&b, &lb);
+}
+
+/// The 8 block lanes of a legacy tile added as the canonical halving tree, stored.
+#[inline(always)]
+unsafe fn leg_finish<const RM: usize, const RN: usize>(a: &TileArgs, lanes: &[v128; 8]) {
+    let s = f32x4_add(
+        f32x4_add(f32x4_add(lanes[0], lanes[4]), f32x4_add(lanes[2], lanes[6])),
+        f32x4_add(f32x4_add(lanes[1], lanes[5]), f32x4_add(lanes[3], lanes[7])),
+    );
+    let mut res = [0f32; 4];
+    v128_store(res.as_mut_ptr() as *mut v128, s);
     unroll!(RN, |t| {
         unroll!(RM, |r| {
             *a.out.add(t * a.out_stride + r) = res[t * RM + r];
         });
     });
+}
+
+/// Legacy-quant tile function: prompts in 2 × 2 tiles ([`tile_q`]), a single token in row tiles
+/// of up to 8 ([`tile_q8`]).
+const MV_ROWS: usize = 8;
+
+macro_rules! tile_dispatch_q {
+    ($name:ident, $d:ty) => {
+        unsafe fn $name(rows: usize, rn: usize, a: &TileArgs) {
+            tile_dispatch!(inner, tile_q::<$d>, 2, 2);
+            if rn != 1 {
+                return inner(rows, rn, a);
+            }
+            let mut r = 0;
+            while r < rows {
+                let m = (rows - r).min(MV_ROWS);
+                let sub = TileArgs { w: a.w.add(r * a.row_bytes), out: a.out.add(r), ..*a };
+                match m {
+                    1 => tile_q::<$d, 1, 1>(&sub),
+                    2 => tile_q::<$d, 2, 1>(&sub),
+                    3 => tile_q::<$d, 3, 1>(&sub),
+                    4 => tile_q::<$d, 4, 1>(&sub),
+                    5 => tile_q8::<$d, 1>(&sub),
+                    6 => tile_q8::<$d, 2>(&sub),
+                    7 => tile_q8::<$d, 3>(&sub),
+                    _ => tile_q8::<$d, 4>(&sub),
+                }
+                r += m;
+            }
+        }
+    };
 }
 
 /// Like `tile_dispatch!` (tiles of up to `$rm` rows × `$rn` tokens), except that a single token
@@ -589,11 +681,11 @@ macro_rules! tile_dispatch_mv {
     };
 }
 
-tile_dispatch_mv!(tile_q4_0, tile_q::<Q4_0>, 2, 4, 8);
-tile_dispatch_mv!(tile_q4_1, tile_q::<Q4_1>, 2, 4, 8);
-tile_dispatch_mv!(tile_q5_0, tile_q::<Q5_0>, 2, 4, 8);
-tile_dispatch_mv!(tile_q5_1, tile_q::<Q5_1>, 2, 4, 8);
-tile_dispatch_mv!(tile_q8_0, tile_q::<Q8_0>, 2, 4, 8);
+tile_dispatch_q!(tile_q4_0, Q4_0);
+tile_dispatch_q!(tile_q4_1, Q4_1);
+tile_dispatch_q!(tile_q5_0, Q5_0);
+tile_dispatch_q!(tile_q5_1, Q5_1);
+tile_dispatch_q!(tile_q8_0, Q8_0);
 tile_dispatch!(tile_q4_k, tile_k::<Q4K>, 2, 4);
 tile_dispatch!(tile_q5_k, tile_k::<Q5K>, 2, 4);
 tile_dispatch!(tile_q6_k, tile_k::<Q6K>, 2, 4);
@@ -759,12 +851,18 @@ pub(crate) fn f16_conversion_errors() -> f32 {
 }
 
 /// Float tile in the canonical order of `ops::canon_sum` (the same bits as every native path):
-/// element `16k + l` into lane l — four f32x4 accumulators per output — the 16 lanes added as a
-/// halving tree, then the leftover elements one by one. Whether the weights are converted here or
-/// beforehand (pre-decoded F16 = F32 of the same values) the results are the same.
+/// element `16k + l` into lane l, the 16 lanes added as a halving tree, then the leftover elements
+/// one by one. Lane l's sum only ever involves elements ≡ l (mod 16), so the lanes are computed in
+/// passes over the rows, a group of lanes at a time — 4 lanes per pass (one f32x4 per output) or,
+/// for types converted 8 at a time (F16), 8 lanes (two) — with exactly the operations of a single
+/// pass: the tile keeps as many outputs in registers as a 4-lane order would (a tile holding all 16
+/// lanes of each output at once ran out of registers and ran at half speed). The rows a tile passes
+/// over several times stay in L1/L2 (prompt panels are sized for L1; a generation tile is at most 8
+/// rows). Whether the weights are converted here or beforehand (pre-decoded F16 = F32 of the same
+/// values) the results are the same.
 unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n = a.n_cols;
-    let mut acc = [[[f32x4_splat(0.0); 4]; RN]; RM];
+    let n16 = n / 16 * 16;
     let mut rows = [a.w; RM];
     unroll!(RM, |r| {
         rows[r] = a.w.add(r * a.row_bytes);
@@ -773,39 +871,68 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     unroll!(RN, |t| {
         xs[t] = a.act.add(t * a.act_stride);
     });
+    // Lanes 4q..4q+3 of output (r, t) once their pass is done.
+    let mut quads = [[[f32x4_splat(0.0); 4]; RN]; RM];
     let mut m = u16x8_splat(0);
-    let mut i = 0;
-    while i + 16 <= n {
-        for half in 0..2 {
-            let j = i + 8 * half;
-            let mut x0 = [f32x4_splat(0.0); RN];
-            let mut x1 = [f32x4_splat(0.0); RN];
-            unroll!(RN, |t| {
-                x0[t] = ld(xs[t].add(4 * j));
-                x1[t] = ld(xs[t].add(4 * j + 16));
-            });
-            unroll!(RM, |r| {
-                let (w0, w1) = if W::WIDE {
-                    W::load8(rows[r], j, &mut m)
-                } else {
-                    (W::load4(rows[r], j, &mut m), W::load4(rows[r], j + 4, &mut m))
-                };
+    if W::WIDE {
+        for h in 0..2 {
+            let mut acc = [[[f32x4_splat(0.0); 2]; RN]; RM];
+            let mut j = 8 * h;
+            while j < n16 {
+                let mut x0 = [f32x4_splat(0.0); RN];
+                let mut x1 = [f32x4_splat(0.0); RN];
                 unroll!(RN, |t| {
-                    acc[r][t][2 * half] = f32x4_add(acc[r][t][2 * half], f32x4_mul(w0, x0[t]));
-                    acc[r][t][2 * half + 1] = f32x4_add(acc[r][t][2 * half + 1], f32x4_mul(w1, x1[t]));
+                    x0[t] = ld(xs[t].add(4 * j));
+                    x1[t] = ld(xs[t].add(4 * j + 16));
+                });
+                unroll!(RM, |r| {
+                    let (w0, w1) = W::load8(rows[r], j, &mut m);
+                    unroll!(RN, |t| {
+                        acc[r][t][0] = f32x4_add(acc[r][t][0], f32x4_mul(w0, x0[t]));
+                        acc[r][t][1] = f32x4_add(acc[r][t][1], f32x4_mul(w1, x1[t]));
+                    });
+                });
+                j += 16;
+            }
+            unroll!(RN, |t| {
+                unroll!(RM, |r| {
+                    quads[r][t][2 * h] = acc[r][t][0];
+                    quads[r][t][2 * h + 1] = acc[r][t][1];
                 });
             });
         }
-        i += 16;
+    } else {
+        for q in 0..4 {
+            let mut acc = [[f32x4_splat(0.0); RN]; RM];
+            let mut j = 4 * q;
+            while j < n16 {
+                let mut wv = [f32x4_splat(0.0); RM];
+                unroll!(RM, |r| {
+                    wv[r] = W::load4(rows[r], j, &mut m);
+                });
+                unroll!(RN, |t| {
+                    let xv = ld(xs[t].add(4 * j));
+                    unroll!(RM, |r| {
+                        acc[r][t] = f32x4_add(acc[r][t], f32x4_mul(wv[r], xv));
+                    });
+                });
+                j += 16;
+            }
+            unroll!(RN, |t| {
+                unroll!(RM, |r| {
+                    quads[r][t][q] = acc[r][t];
+                });
+            });
+        }
     }
     if W::redo(m) {
         return tile_fl::<WF16Exact, RM, RN>(a);
     }
     unroll!(RN, |t| {
         unroll!(RM, |r| {
-            let v = &acc[r][t];
+            let v = &quads[r][t];
             let mut s = hsum(f32x4_add(f32x4_add(v[0], v[2]), f32x4_add(v[1], v[3])));
-            for j in i..n {
+            for j in n16..n {
                 s += W::scalar(rows[r], j) * rd_f32(xs[t].add(4 * j));
             }
             *a.out.add(t * a.out_stride + r) = s;
@@ -834,6 +961,6 @@ unsafe fn decode_f16_rows(rows: usize, a: &TileArgs, dst: *mut u8) {
     }
 }
 
-tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 2, 2, 4);
+tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 4, 2, 8);
 tile_dispatch_mv!(tile_f16, tile_fl::<WF16>, 2, 2, 4);
-tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 2, 2);
+tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 2);
