@@ -679,7 +679,8 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
                 x1[t] = vreinterpretq_f32_u8(ld(xs[t].add(4 * j + 16)));
             }
             for r in 0..RM {
-                let (w0, w1) = if W::WIDE { W::load8(rows[r], j) } else { (W::load4(rows[r], j), W::load4(rows[r], j + 4)) };
+                let (w0, w1) =
+                    if W::WIDE { W::load8(rows[r], j) } else { (W::load4(rows[r], j), W::load4(rows[r], j + 4)) };
                 for t in 0..RN {
                     acc[r][t][2 * half] = madd(acc[r][t][2 * half], w0, x0[t]);
                     acc[r][t][2 * half + 1] = madd(acc[r][t][2 * half + 1], w1, x1[t]);
