@@ -7,7 +7,9 @@
 //! * [`matmul_exact`]: what ggml's portable C code computes, bit for bit: for quantized weights
 //!   the activations are quantized to Q8_0 / Q8_1 / Q8_K first (as ggml does, see
 //!   [`super::vecdot`]) and the generic `ggml_vec_dot_*` arithmetic is reproduced; for float
-//!   weights a sequential-in-4-lanes f32 dot. This is also the "scalar" path.
+//!   weights a sequential-in-4-lanes f32 dot.
+//! * [`matmul_canon`]: the canonical float order of docs/numerics.md in plain scalar code: the
+//!   "scalar" path, and what every fast path gives bit for bit.
 //!
 //! Paths ([`matmul_paths`]; native picks at run time, wasm32 at compile time):
 //!
@@ -20,13 +22,13 @@
 //! | `simd128` | wasm32 built with `+simd128` | all 11 (Q5_0/Q5_1/Q5_K decode partly scalar) | — |
 //! | `scalar` | — | all 11 | — |
 //!
-//! The two NEON paths give bit for bit what `simd128` gives (same lanes, same float operations in
-//! the same order, no FMA; see [`super::vecdot`]'s `aarch64_neon`): matrix products on ARM equal
-//! the browser's exactly. `scripts/test-aarch64.sh` runs these tests for aarch64 under qemu.
+//! Every path, the two NEON ones included, computes the canonical order, so matrix products on ARM
+//! equal x86's and the browser's exactly. `scripts/test-aarch64.sh` runs these tests for aarch64
+//! under qemu.
 //!
 //! Float weights multiply f32 activations (F16/BF16 converted to f32 in registers; ggml instead
 //! rounds the activations to f16/bf16 first, so for F16/BF16 coil is the more accurate of the two).
-//! The fast paths sum the same integers as `matmul_exact` and differ from it only by the order of
+//! All paths sum the same integers as `matmul_exact` and differ from it only by the order of
 //! the f32 additions (tests bound the difference by 2e-6 of `Σ|terms|`; typically 1e-8). Against
 //! `matmul_ref` the quantized types also carry the activation quantization error, bounded per block
 //! by about `Σ_i |w_i| · amax_block / 254` (Q8_0, Q8_1, Q8_K all round to the nearest of 255 levels).

@@ -3,35 +3,34 @@
 //! part of the base architecture) and `neon-dotprod` (CPUs with the `dotprod` extension: `sdot`,
 //! Armv8.2+ cores such as Cortex-A55/A76 and later, Apple M1 and later, Neoverse, Graviton 2+).
 //!
-//! Both compute exactly what the wasm32 simd128 kernels ([`super::wasm_simd128`]) compute, bit
-//! for bit: the same 4-lane f32 accumulators, the same integers in each lane, the same float
-//! operations in the same order. (NEON is 128 bits wide like simd128; keeping the two alike means
-//! matrix products on ARM give exactly what they give in the browser. The other NEON kernels —
-//! element-wise math, norms, scans in `ops.rs` — use FMA and still differ in the last bits.)
-//! In detail:
+//! Both compute the canonical order of `super` (docs/numerics.md), so their results equal the
+//! scalar `matmul_canon`, the x86 paths and wasm's simd128 bit for bit. The structure mirrors the
+//! simd128 kernels (`vecdot/wasm_simd128.rs`, also 128 bits wide). In detail:
 //!
 //! * Quantized types: weights are decoded to signed bytes (offsets removed) and multiplied with
-//!   the Q8 activations as bytes. Lane `k` of a 32-value block (or of a k-quant sub-block) holds
-//!   the integer sum of values `{2k, 2k+1, 8+2k, 9+2k}` of each 16-value half — the lanes of
-//!   simd128's `i32x4.dot_i16x8_s` over i16 vectors. The plain variant gets that layout from
-//!   `smull`/`smull2` (i16 products, exact: |w·x| ≤ 128·128) and `sadalp` (pairwise add into i32
-//!   lanes) on values in their natural order. `sdot` adds 4 neighbouring byte products per lane
-//!   instead, so the dotprod variant stores weights and activations with each 16-value group
+//!   the Q8 activations as bytes into 4 i32 lanes per 32-value block (or k-quant sub-block). The
+//!   plain variant uses `smull`/`smull2` (i16 products, exact: |w·x| ≤ 128·128) and `sadalp`
+//!   (pairwise add into i32 lanes) on values in their natural order; lane `k` holds values
+//!   `{2k, 2k+1, 8+2k, 9+2k}` of each 16-value half. `sdot` adds 4 neighbouring byte products per
+//!   lane instead; the dotprod variant stores weights and activations with each 16-value group
 //!   permuted by [`PERM`] (one `tbl` per weight vector; the activation records are written
-//!   permuted): its lane `k` then gets the same four values. Integer sums are exact either way.
-//! * Per block (legacy) or super-block (k-quants) the integer lanes are converted to f32 and
-//!   multiplied by `d_w · d_x`, then added to the accumulator; Q4_1/Q5_1 add `m_w · s_x / 4` to
-//!   every lane, Q4_K/Q5_K `(Σ m·bsum) · (−dmin · d_x) / 4`. Weights × activations for F32, F16
-//!   (exact `fcvtl` conversion) and BF16: 4-lane accumulators over values 4k..4k+3 (an 8-value
-//!   F16 step is two 4-value steps), then a scalar tail.
-//! * Float accumulation: every multiply-add goes through [`madd`], a multiplication then an
-//!   addition (simd128 has no FMA). Switching NEON to fused multiply-adds (`vfmaq_f32`: faster and
-//!   more accurate, but then no longer equal to simd128) is that one function. The final
-//!   reduction is [`hsum`]: `(l0 + l2) + (l1 + l3)`, as simd128's.
+//!   permuted) so that its lanes hold the same values as the plain variant's. Integer sums are
+//!   exact, and only their totals reach the float steps, so that layout is a convenience (the
+//!   two variants' lanes can be compared in tests), not a requirement.
+//! * Legacy types: per block, every output's 4 integer lanes are added (exact) into `I`, 4 outputs
+//!   at a time (`addp`), then the float steps run on those 4 outputs at once: block lane
+//!   `b mod 8` `+ (f32(I)·d_w)·d_x`, then `+ m_w·s_x` (Q4_1/Q5_1); the 8 block lanes are added as a
+//!   halving tree at the end. K-quants: per super-block the exact `I = Σ scale·q·x` (`addv`) and
+//!   `M = Σ min·bsum`, then one scalar running sum per output `acc + (f32(I)·d)·d_x −
+//!   (f32(M)·dmin)·d_x`. F32, F16 (exact `fcvtl` conversion) and BF16: element `16k + l` into lane
+//!   l (four f32x4 accumulators per output), the 16 lanes added as a halving tree, then the
+//!   leftover elements one by one (`ops::canon_sum`'s order).
+//! * No FMA anywhere: every vector multiply-add goes through [`madd`], a multiplication then an
+//!   addition (a fused one rounds once and would no longer match the other targets).
 //!
 //! Every output is computed with the same operation sequence whatever tile it sits in (row tiles of
-//! 2 (quantized) or 4 (float), 4 tokens, taller tiles for single tokens), so results do not depend
-//! on thread count, row split or batch size. No software prefetch: aarch64 cores' hardware
+//! 2, 4 tokens (quantized) or 2 tokens (float), taller tiles for single tokens), so results do not
+//! depend on thread count, row split or batch size. No software prefetch: aarch64 cores' hardware
 //! prefetchers follow the sequential weight streams.
 
 use super::actq::NatAct;
@@ -91,15 +90,15 @@ pub(crate) fn kernel(ty: GgmlType, dotprod: bool) -> Option<Kernel> {
 }
 
 /// Tile shapes: rows × tokens (and rows for a single token).
-const FRM: usize = 4;
-const FRN: usize = 4;
+const FRM: usize = 2;
+const FRN: usize = 2;
 const QRM: usize = 2;
 const QRN: usize = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Float arithmetic shared by every kernel (the one place to change it)
 
-/// `acc + a · b`, not fused (see the module docs).
+/// `acc + a · b`, not fused (the canonical order has no FMA; see the module docs).
 #[inline(always)]
 unsafe fn madd(acc: float32x4_t, a: float32x4_t, b: float32x4_t) -> float32x4_t {
     vaddq_f32(acc, vmulq_f32(a, b))
@@ -198,7 +197,7 @@ unsafe fn arrange<I: IDot>(v: uint8x16_t) -> uint8x16_t {
 // Activation records
 
 /// Legacy (64 bytes per 32-value block): `[q: i8 x32 (two 16-value groups, arranged)][d: f32]
-/// [xe: f32 (Q8_1's s/4)][pad]`.
+/// [s: f32 (Q8_1's s)][pad]`.
 /// K (352 bytes per 256-value super-block): `[q: i8 x256 (16 groups, arranged)][bsums: i32 x16]
 /// [d: f32][pad]`.
 const LEG_RB: usize = 64;
@@ -216,7 +215,7 @@ fn pack_legacy<I: IDot, const EXTRA: bool>(a: &NatAct, dst: &mut [u8]) {
         put_group::<I>(&a.q[32 * b..32 * b + 16], &mut rec[..16]);
         put_group::<I>(&a.q[32 * b + 16..32 * b + 32], &mut rec[16..32]);
         rec[32..36].copy_from_slice(&a.d[b].to_le_bytes());
-        let xe = if EXTRA { a.s[b] * 0.25 } else { 0.0 };
+        let xe = if EXTRA { a.s[b] } else { 0.0 };
         rec[36..40].copy_from_slice(&xe.to_le_bytes());
     }
 }
@@ -345,42 +344,75 @@ impl Leg for Q8_0 {
     }
 }
 
-/// Legacy quants: per block, the integer lanes times `d_w · d_x` (and `+ m_w · s_x / 4`) added to
-/// a 4-lane accumulator per output; one row's block is decoded and used by every token.
+/// The 4 horizontal sums of 4 i32x4 vectors at once (exact): lane o is Σ `v[o]`.
+#[inline(always)]
+unsafe fn tsum4(v0: int32x4_t, v1: int32x4_t, v2: int32x4_t, v3: int32x4_t) -> int32x4_t {
+    vpaddq_s32(vpaddq_s32(v0, v1), vpaddq_s32(v2, v3))
+}
+
+/// Legacy quants in the canonical order (module docs of `super`): per block, the exact integer dot
+/// of every output of the tile (one row's block is decoded and used by every token), summed
+/// horizontally 4 outputs at a time (lane o = output `t·RM + r`); then `lane_k + (f32(I)·d_w)·d_x`
+/// (+ `m_w·s_x`) into block lane k = block mod 8, and the 8 block lanes added as a halving tree at
+/// the end. At most 8 outputs per tile.
 #[inline(always)]
 unsafe fn tile_q<D: Leg, I: IDot, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n_blocks = a.n_cols / 32;
-    let mut acc = [[vdupq_n_f32(0.0); RN]; RM];
+    // Two f32x4 (outputs 0..3, 4..7) per block lane.
+    let mut lanes = [[vdupq_n_f32(0.0); 2]; 8];
     for g in 0..n_blocks {
         let mut x = [[vdupq_n_s8(0); 2]; RN];
-        let mut dx = [0f32; RN];
-        let mut xe = [0f32; RN];
+        let mut recs = [a.act; RN];
         for t in 0..RN {
-            let rec = a.act.add(t * a.act_stride + g * LEG_RB);
-            x[t] = [vld1q_s8(rec as *const i8), vld1q_s8(rec.add(16) as *const i8)];
-            dx[t] = rd_f32(rec.add(32));
-            if D::EXTRA {
-                xe[t] = rd_f32(rec.add(36));
-            }
+            recs[t] = a.act.add(t * a.act_stride + g * LEG_RB);
+            x[t] = [vld1q_s8(recs[t] as *const i8), vld1q_s8(recs[t].add(16) as *const i8)];
         }
+        let mut iv = [vdupq_n_s32(0); 8];
+        let mut dw = [0f32; 8];
+        let mut mw = [0f32; 8];
+        let mut dx = [0f32; 8];
+        let mut sx = [0f32; 8];
         for r in 0..RM {
             let p = a.w.add(r * a.row_bytes + g * D::GB);
             let q = D::decode::<I>(p);
-            let dw = rd_f16(p.add(D::D_OFF));
-            let mw = if D::EXTRA { rd_f16(p.add(D::M_OFF)) } else { 0.0 };
+            let d = rd_f16(p.add(D::D_OFF));
+            let m = if D::EXTRA { rd_f16(p.add(D::M_OFF)) } else { 0.0 };
             for t in 0..RN {
-                let is = I::dot(I::dot(vdupq_n_s32(0), q[0], x[t][0]), q[1], x[t][1]);
-                let mut s = madd(acc[r][t], vcvtq_f32_s32(is), vdupq_n_f32(dw * dx[t]));
+                let o = t * RM + r;
+                iv[o] = I::dot(I::dot(vdupq_n_s32(0), q[0], x[t][0]), q[1], x[t][1]);
+                dw[o] = d;
+                mw[o] = m;
+                dx[o] = rd_f32(recs[t].add(32));
                 if D::EXTRA {
-                    s = vaddq_f32(s, vdupq_n_f32(mw * xe[t]));
+                    sx[o] = rd_f32(recs[t].add(36));
                 }
-                acc[r][t] = s;
             }
         }
+        let k = g % 8;
+        for h in 0..2 {
+            if 4 * h >= RM * RN {
+                break;
+            }
+            let i = tsum4(iv[4 * h], iv[4 * h + 1], iv[4 * h + 2], iv[4 * h + 3]);
+            let ldv = |v: &[f32; 8]| vld1q_f32(v.as_ptr().add(4 * h));
+            let f = vmulq_f32(vmulq_f32(vcvtq_f32_s32(i), ldv(&dw)), ldv(&dx));
+            let mut s = vaddq_f32(lanes[k][h], f);
+            if D::EXTRA {
+                s = vaddq_f32(s, vmulq_f32(ldv(&mw), ldv(&sx)));
+            }
+            lanes[k][h] = s;
+        }
+    }
+    let mut res = [0f32; 8];
+    for h in 0..2 {
+        let l = |k: usize| lanes[k][h];
+        let s4 = [vaddq_f32(l(0), l(4)), vaddq_f32(l(1), l(5)), vaddq_f32(l(2), l(6)), vaddq_f32(l(3), l(7))];
+        let s = vaddq_f32(vaddq_f32(s4[0], s4[2]), vaddq_f32(s4[1], s4[3]));
+        vst1q_f32(res.as_mut_ptr().add(4 * h), s);
     }
     for t in 0..RN {
         for r in 0..RM {
-            *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
+            *a.out.add(t * a.out_stride + r) = res[t * RM + r];
         }
     }
 }
@@ -498,13 +530,13 @@ impl KDec for Q6K {
     }
 }
 
-/// K-quants: per super-block, the integer lanes of every sub-block times its scale summed as
-/// integers, then converted and multiplied by `d_w · d_x`; the mins (`Σ m·bsum`) are one scalar
-/// added to every lane.
+/// K-quants in the canonical order (module docs of `super`): per super-block, the integer lanes of
+/// every sub-block times its scale summed as integers, the lanes added (exact) into `I`; then one
+/// running sum per output `acc + (f32(I)·d)·d_x − (f32(M)·dmin)·d_x`, with `M = Σ min·bsum`.
 #[inline(always)]
 unsafe fn tile_k<K: KDec, I: IDot, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n_groups = a.n_cols / 256;
-    let mut acc = [[vdupq_n_f32(0.0); RN]; RM];
+    let mut acc = [[0f32; RN]; RM];
     for g in 0..n_groups {
         let mut rows = [a.w; RM];
         let mut head = [KHead { sc: [0; 16], m: [0; 8], d: 0.0, dmin: 0.0 }; RM];
@@ -531,16 +563,18 @@ unsafe fn tile_k<K: KDec, I: IDot, const RM: usize, const RN: usize>(a: &TileArg
                 }
             }
         }
+        // The canonical order: exact integers I (and M), then one running sum per output.
         for t in 0..RN {
             let dx = rd_f32(recs[t].add(320));
             for r in 0..RM {
-                let mut s = madd(acc[r][t], vcvtq_f32_s32(isum[r][t]), vdupq_n_f32(head[r].d * dx));
+                let i = vaddvq_s32(isum[r][t]);
+                let mut s = acc[r][t] + (i as f32 * head[r].d) * dx;
                 if K::MINS {
                     let mut mi = 0i32;
                     for j in 0..8 {
                         mi += head[r].m[j] * (rd_i32(recs[t].add(256 + 8 * j)) + rd_i32(recs[t].add(260 + 8 * j)));
                     }
-                    s = vaddq_f32(s, vdupq_n_f32(mi as f32 * (-head[r].dmin * dx) * 0.25));
+                    s -= (mi as f32 * head[r].dmin) * dx;
                 }
                 acc[r][t] = s;
             }
@@ -548,7 +582,7 @@ unsafe fn tile_k<K: KDec, I: IDot, const RM: usize, const RN: usize>(a: &TileArg
     }
     for t in 0..RN {
         for r in 0..RM {
-            *a.out.add(t * a.out_stride + r) = hsum(acc[r][t]);
+            *a.out.add(t * a.out_stride + r) = acc[r][t];
         }
     }
 }
@@ -619,13 +653,13 @@ impl FW for WBF16 {
     }
 }
 
-/// Float weights: every output adds the products of values 4k..4k+3 to its accumulator in the
-/// order k = 0, 1, .. (an 8-wide step is two 4-wide ones), then the lanes' sum, then the scalar
-/// tail in order.
+/// Float weights in the canonical order of `ops::canon_sum`: element `16k + l` into lane l — four
+/// f32x4 accumulators per output (an 8-wide F16 load feeds two of them) — the 16 lanes added as a
+/// halving tree (l+8, l+4, then [`hsum`]: l+2, l+1), then the leftover elements one by one.
 #[inline(always)]
 unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n = a.n_cols;
-    let mut acc = [[vdupq_n_f32(0.0); RN]; RM];
+    let mut acc = [[[vdupq_n_f32(0.0); 4]; RN]; RM];
     let mut rows = [a.w; RM];
     for r in 0..RM {
         rows[r] = a.w.add(r * a.row_bytes);
@@ -635,38 +669,30 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
         xs[t] = a.act.add(t * a.act_stride);
     }
     let mut i = 0;
-    while W::WIDE && i + 8 <= n {
-        let mut x0 = [vdupq_n_f32(0.0); RN];
-        let mut x1 = [vdupq_n_f32(0.0); RN];
-        for t in 0..RN {
-            x0[t] = vreinterpretq_f32_u8(ld(xs[t].add(4 * i)));
-            x1[t] = vreinterpretq_f32_u8(ld(xs[t].add(4 * i + 16)));
-        }
-        for r in 0..RM {
-            let (w0, w1) = W::load8(rows[r], i);
+    while i + 16 <= n {
+        for half in 0..2 {
+            let j = i + 8 * half;
+            let mut x0 = [vdupq_n_f32(0.0); RN];
+            let mut x1 = [vdupq_n_f32(0.0); RN];
             for t in 0..RN {
-                let s = madd(acc[r][t], w0, x0[t]);
-                acc[r][t] = madd(s, w1, x1[t]);
+                x0[t] = vreinterpretq_f32_u8(ld(xs[t].add(4 * j)));
+                x1[t] = vreinterpretq_f32_u8(ld(xs[t].add(4 * j + 16)));
             }
-        }
-        i += 8;
-    }
-    while i + 4 <= n {
-        let mut wv = [vdupq_n_f32(0.0); RM];
-        for r in 0..RM {
-            wv[r] = W::load4(rows[r], i);
-        }
-        for t in 0..RN {
-            let xv = vreinterpretq_f32_u8(ld(xs[t].add(4 * i)));
             for r in 0..RM {
-                acc[r][t] = madd(acc[r][t], wv[r], xv);
+                let (w0, w1) =
+                    if W::WIDE { W::load8(rows[r], j) } else { (W::load4(rows[r], j), W::load4(rows[r], j + 4)) };
+                for t in 0..RN {
+                    acc[r][t][2 * half] = madd(acc[r][t][2 * half], w0, x0[t]);
+                    acc[r][t][2 * half + 1] = madd(acc[r][t][2 * half + 1], w1, x1[t]);
+                }
             }
         }
-        i += 4;
+        i += 16;
     }
     for t in 0..RN {
         for r in 0..RM {
-            let mut s = hsum(acc[r][t]);
+            let v = &acc[r][t];
+            let mut s = hsum(vaddq_f32(vaddq_f32(v[0], v[2]), vaddq_f32(v[1], v[3])));
             for j in i..n {
                 s += W::scalar(rows[r], j) * rd_f32(xs[t].add(4 * j));
             }
@@ -729,25 +755,25 @@ macro_rules! dispatch {
     };
 }
 
-dispatch!(tile_q4_0, tile_q::<Q4_0, Plain>, 2, 4, 4);
-dispatch!(tile_q4_1, tile_q::<Q4_1, Plain>, 2, 4, 4);
-dispatch!(tile_q5_0, tile_q::<Q5_0, Plain>, 2, 4, 4);
-dispatch!(tile_q5_1, tile_q::<Q5_1, Plain>, 2, 4, 4);
-dispatch!(tile_q8_0, tile_q::<Q8_0, Plain>, 2, 4, 4);
+dispatch!(tile_q4_0, tile_q::<Q4_0, Plain>, 2, 4, 8);
+dispatch!(tile_q4_1, tile_q::<Q4_1, Plain>, 2, 4, 8);
+dispatch!(tile_q5_0, tile_q::<Q5_0, Plain>, 2, 4, 8);
+dispatch!(tile_q5_1, tile_q::<Q5_1, Plain>, 2, 4, 8);
+dispatch!(tile_q8_0, tile_q::<Q8_0, Plain>, 2, 4, 8);
 dispatch!(tile_q4_k, tile_k::<Q4K, Plain>, 2, 4, 4);
 dispatch!(tile_q5_k, tile_k::<Q5K, Plain>, 2, 4, 4);
 dispatch!(tile_q6_k, tile_k::<Q6K, Plain>, 2, 4, 4);
-dispatch!(tile_q4_0_dp, tile_q::<Q4_0, Sdot>, 2, 4, 4, #[target_feature(enable = "neon,dotprod")]);
-dispatch!(tile_q4_1_dp, tile_q::<Q4_1, Sdot>, 2, 4, 4, #[target_feature(enable = "neon,dotprod")]);
-dispatch!(tile_q5_0_dp, tile_q::<Q5_0, Sdot>, 2, 4, 4, #[target_feature(enable = "neon,dotprod")]);
-dispatch!(tile_q5_1_dp, tile_q::<Q5_1, Sdot>, 2, 4, 4, #[target_feature(enable = "neon,dotprod")]);
-dispatch!(tile_q8_0_dp, tile_q::<Q8_0, Sdot>, 2, 4, 4, #[target_feature(enable = "neon,dotprod")]);
+dispatch!(tile_q4_0_dp, tile_q::<Q4_0, Sdot>, 2, 4, 8, #[target_feature(enable = "neon,dotprod")]);
+dispatch!(tile_q4_1_dp, tile_q::<Q4_1, Sdot>, 2, 4, 8, #[target_feature(enable = "neon,dotprod")]);
+dispatch!(tile_q5_0_dp, tile_q::<Q5_0, Sdot>, 2, 4, 8, #[target_feature(enable = "neon,dotprod")]);
+dispatch!(tile_q5_1_dp, tile_q::<Q5_1, Sdot>, 2, 4, 8, #[target_feature(enable = "neon,dotprod")]);
+dispatch!(tile_q8_0_dp, tile_q::<Q8_0, Sdot>, 2, 4, 8, #[target_feature(enable = "neon,dotprod")]);
 dispatch!(tile_q4_k_dp, tile_k::<Q4K, Sdot>, 2, 4, 4, #[target_feature(enable = "neon,dotprod")]);
 dispatch!(tile_q5_k_dp, tile_k::<Q5K, Sdot>, 2, 4, 4, #[target_feature(enable = "neon,dotprod")]);
 dispatch!(tile_q6_k_dp, tile_k::<Q6K, Sdot>, 2, 4, 4, #[target_feature(enable = "neon,dotprod")]);
-dispatch!(tile_f32, tile_fl::<WF32>, 4, 4, 8);
-dispatch!(tile_f16, tile_fl::<WF16>, 4, 4, 8);
-dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 4, 8);
+dispatch!(tile_f32, tile_fl::<WF32>, 2, 2, 4);
+dispatch!(tile_f16, tile_fl::<WF16>, 2, 2, 4);
+dispatch!(tile_bf16, tile_fl::<WBF16>, 2, 2, 4);
 
 #[cfg(test)]
 mod tests {

@@ -6,9 +6,10 @@
 //! * Quantized weights follow ggml: the activation row is first quantized to Q8_0 (for Q4_0, Q5_0,
 //!   Q8_0 weights), Q8_1 (Q4_1, Q5_1) or Q8_K (Q4_K, Q5_K, Q6_K) — bit-identical to
 //!   `quantize_row_q8_*_ref`, so to [`crate::quant::quantize_row`] — and the products of a weight
-//!   block with an activation block are summed as integers, exactly; only the float scaling and
-//!   the sum over blocks are in an ISA-specific order. [`generic`] holds scalar versions that give
-//!   bit for bit what ggml's portable C code gives.
+//!   block with an activation block are summed as integers, exactly; the float scaling and the
+//!   sum over blocks follow one canonical order on every ISA (docs/numerics.md; `generic::canon_*`
+//!   is the spec). [`generic`] also holds scalar versions that give bit for bit what ggml's
+//!   portable C code gives.
 //!
 //! Every kernel computes each output element with the same sequence of operations whatever the
 //! tile shape it sits in, so results do not depend on the number of threads, on how rows are split
