@@ -20,7 +20,7 @@ for (const ty of values.types.split(",")) {
   for (const [name, rows, cols, tokens] of shapes) {
     const line = [];
     for (const [label, b] of builds) {
-      const reps = Math.max(8, Math.round(4e8 / (rows * cols * tokens)));
+      const reps = Math.max(8, Math.round(4e9 / (rows * cols * tokens)));
       b.benchMatmul(ty, rows, cols, tokens, 1);
       // Each call builds its matrix first: time it with 0 products and subtract.
       const time = (n) => {
