@@ -468,7 +468,12 @@ mod native {
 
         /// Runs the job on the pool with at most `max_workers` workers, or returns None when
         /// another thread is using the pool (or the pool is broken).
-        pub(super) fn try_run(&self, n_tasks: usize, max_workers: usize, f: &(dyn Fn(usize) + Sync)) -> Option<Result<(), Panic>> {
+        pub(super) fn try_run(
+            &self,
+            n_tasks: usize,
+            max_workers: usize,
+            f: &(dyn Fn(usize) + Sync),
+        ) -> Option<Result<(), Panic>> {
             if self.is_broken() {
                 return None;
             }

@@ -74,7 +74,13 @@ impl Task for JobTask {
 
 /// Converts a Hugging Face checkpoint directory to GGUF; resolves to the report (JSON).
 #[napi(ts_return_type = "Promise<string>")]
-pub fn convert_checkpoint(dir: String, out: String, outtype: String, name: Option<String>, handle: &JobHandle) -> AsyncTask<JobTask> {
+pub fn convert_checkpoint(
+    dir: String,
+    out: String,
+    outtype: String,
+    name: Option<String>,
+    handle: &JobHandle,
+) -> AsyncTask<JobTask> {
     AsyncTask::new(JobTask {
         kind: JobKind::Convert { dir: dir.into(), out: out.into(), outtype, name },
         job: handle.job.clone(),
@@ -83,7 +89,13 @@ pub fn convert_checkpoint(dir: String, out: String, outtype: String, name: Optio
 
 /// Quantizes a GGUF file; resolves to the report (JSON).
 #[napi(ts_return_type = "Promise<string>")]
-pub fn quantize_file(input: String, output: String, target: String, threads: u32, handle: &JobHandle) -> AsyncTask<JobTask> {
+pub fn quantize_file(
+    input: String,
+    output: String,
+    target: String,
+    threads: u32,
+    handle: &JobHandle,
+) -> AsyncTask<JobTask> {
     AsyncTask::new(JobTask {
         kind: JobKind::Quantize { input: input.into(), output: output.into(), target, threads: threads as usize },
         job: handle.job.clone(),

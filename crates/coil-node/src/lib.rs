@@ -72,11 +72,7 @@ impl Task for InspectFileTask {
 
 /// Parses the GGUF header of the file at `path` (memory-mapped) and returns the inspection JSON.
 #[napi(ts_return_type = "Promise<string>")]
-pub fn inspect_file(
-    path: String,
-    array_head: Option<i32>,
-    signal: Option<AbortSignal>,
-) -> AsyncTask<InspectFileTask> {
+pub fn inspect_file(path: String, array_head: Option<i32>, signal: Option<AbortSignal>) -> AsyncTask<InspectFileTask> {
     AsyncTask::with_optional_signal(InspectFileTask { path, opts: opts(array_head) }, signal)
 }
 

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use coil_core::context::{CheckpointPolicy, Context, ContextParams, KvType, SaveOptions};
+use coil_core::error::guard;
 use coil_core::generate::runner::{Item, Runner};
 use coil_core::generate::GenerateParams;
-use coil_core::error::guard;
 use coil_core::gguf::GgufFile;
 use coil_core::model::Model;
 use coil_core::{CoilError, ErrorCode};
@@ -110,7 +110,8 @@ impl NativeModel {
     pub fn create_context(&self, n_seq_max: u32, n_threads: u32, n_ctx: u32, kv_type: String) -> Result<NativeContext> {
         let m = self.model()?.clone();
         let kv_type = KvType::parse(&kv_type).map_err(to_napi)?;
-        let params = ContextParams { n_seq_max, n_threads: n_threads as usize, n_ctx, kv_type, ..ContextParams::default() };
+        let params =
+            ContextParams { n_seq_max, n_threads: n_threads as usize, n_ctx, kv_type, ..ContextParams::default() };
         let ctx = guard(|| Context::new(m, params)).map_err(to_napi)?;
         let n_vocab = ctx.model().hparams().map(|h| h.n_vocab as u32).unwrap_or(0);
         Ok(NativeContext { inner: Some(Arc::new(Mutex::new(Runner::new(ctx)))), n_vocab })
@@ -250,7 +251,8 @@ impl NativeContext {
     #[napi]
     pub fn set_checkpoint_policy(&self, interval: u32, at_end: bool, budget_bytes: f64) -> Result<()> {
         self.with(|r| {
-            let budget_bytes = if budget_bytes.is_finite() && budget_bytes >= 0.0 { budget_bytes as u64 } else { u64::MAX };
+            let budget_bytes =
+                if budget_bytes.is_finite() && budget_bytes >= 0.0 { budget_bytes as u64 } else { u64::MAX };
             r.context_mut().set_checkpoint_policy(CheckpointPolicy { interval, at_end, budget_bytes });
             Ok(())
         })

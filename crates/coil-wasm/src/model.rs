@@ -88,9 +88,16 @@ impl WasmModel {
 
     /// `n_ctx` 0: the model's default context length; `kv_type` "f16" or "f32".
     #[wasm_bindgen(js_name = createContext)]
-    pub fn create_context(&self, n_seq_max: u32, n_threads: u32, n_ctx: u32, kv_type: &str) -> Result<WasmContext, JsValue> {
+    pub fn create_context(
+        &self,
+        n_seq_max: u32,
+        n_threads: u32,
+        n_ctx: u32,
+        kv_type: &str,
+    ) -> Result<WasmContext, JsValue> {
         let kv_type = KvType::parse(kv_type).map_err(to_js)?;
-        let params = ContextParams { n_seq_max, n_threads: n_threads as usize, n_ctx, kv_type, ..ContextParams::default() };
+        let params =
+            ContextParams { n_seq_max, n_threads: n_threads as usize, n_ctx, kv_type, ..ContextParams::default() };
         let ctx = Context::new(self.inner.clone(), params).map_err(to_js)?;
         Ok(WasmContext { inner: Runner::new(ctx), logits: Vec::new() })
     }
@@ -107,7 +114,14 @@ pub struct WasmContext {
 impl WasmContext {
     /// Runs evaluations and generation steps of several sequences as one batch; returns the
     /// per-item results (JSON); the logits follow with `takeLogits`.
-    pub fn run(&mut self, seqs: &[u32], kinds: &[u8], gens: &[u32], lens: &[u32], tokens: &[u32]) -> Result<String, JsValue> {
+    pub fn run(
+        &mut self,
+        seqs: &[u32],
+        kinds: &[u8],
+        gens: &[u32],
+        lens: &[u32],
+        tokens: &[u32],
+    ) -> Result<String, JsValue> {
         let items = Item::decode_flat(seqs, kinds, gens, lens, tokens).map_err(to_js)?;
         let o = self.inner.run(&items).map_err(to_js)?;
         self.logits = o.logits.clone();
