@@ -4,6 +4,8 @@
 //   npm run build && node bench/wasm-ratio.mjs [--threads 2] [--pp 512] [--tg 128] [--reps 3]
 //     [--models mamba:f32,...] [--json]
 // Model files: bench/.models/<arch>-130m-<type>.gguf (node bench/models.mjs writes them).
+// `--threads` applies to both engines: wasm runs its threaded module where shared memory works
+// (Node does); COIL_WASM_THREADS=1 in the environment measures the single-threaded module.
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { loadModel } from "../dist/node/index.js";

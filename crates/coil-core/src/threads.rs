@@ -28,7 +28,7 @@ use std::sync::Arc;
 /// Native default thread count: the number of physical cores this process may use (on Linux read
 /// from `/sys/devices/system/cpu/*/topology`, else `/proc/cpuinfo` core ids; capped by
 /// `available_parallelism`, which honours CPU affinity and cgroup quotas). Other systems:
-/// `available_parallelism`. Always 1 on wasm32.
+/// `available_parallelism`. On wasm32: 1, or the threaded module's pool size (workers + 1).
 pub fn physical_cores() -> usize {
     #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
     {
