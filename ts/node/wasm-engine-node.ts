@@ -28,7 +28,9 @@ function wantedThreads(): { n: number; fromEnv: boolean } {
 
 const spawnNodeThread = (glue: string): SpawnThread => (start) =>
   new Promise<void>((resolve, reject) => {
-    const w = new Worker(new URL("./wasm-thread.js", import.meta.url), { workerData: { start, glue } });
+    // execArgv: [] — a Worker inherits the process's flags by default, and those of `node -e CODE`
+    // or `--input-type` make it run that code instead of its own file (it then never starts).
+    const w = new Worker(new URL("./wasm-thread.js", import.meta.url), { workerData: { start, glue }, execArgv: [] });
     let settled = false;
     const onMessage = (m: unknown) => {
       if (m === "ready" && !settled) {
@@ -64,7 +66,9 @@ async function loadThreaded(nThreads: number): Promise<Engine> {
   const bytes = await readFile(new URL("../../wasm-pkg/mt/coil_wasm_mt_bg.wasm", import.meta.url));
   const module = await WebAssembly.compile(bytes);
   const { memory } = b.initSync({ module });
-  await startWasmThreads(b, module, memory, nThreads - 1, spawnNodeThread(glue.href));
+  const started = await startWasmThreads(b, module, memory, nThreads - 1, spawnNodeThread(glue.href));
+  // None started: the pool would only ever run on the caller; say so and use the plain module.
+  if (started === 0) throw new Error("no worker thread started");
   return wasmEngine(b);
 }
 

@@ -66,7 +66,9 @@ async function loadThreaded(nThreads: number): Promise<Engine> {
   if (!res.ok) throw new Error(`fetching ${String(url)}: HTTP ${res.status}`);
   const module = await WebAssembly.compile(await res.arrayBuffer());
   const { memory } = await b.default({ module_or_path: module });
-  await startWasmThreads(b, module, memory, nThreads - 1, spawnWebThread);
+  const started = await startWasmThreads(b, module, memory, nThreads - 1, spawnWebThread);
+  // None started (e.g. no nested Workers here): say so and use the plain module.
+  if (started === 0) throw new Error("no worker thread started");
   return wasmEngine(b);
 }
 
