@@ -20,19 +20,8 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # ---- Debian packages -------------------------------------------------------------------------
-APT_PKGS=(rustc-web cargo-web rust-web-src lld chromium)
-missing=()
-for p in "${APT_PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-else
-  log "apt packages present"
-fi
+. scripts/apt-ensure.sh
+apt_ensure rustc-web cargo-web rust-web-src lld chromium
 
 DEB_RUSTC=/usr/bin/rustc
 DEB_CARGO=/usr/bin/cargo

@@ -303,13 +303,6 @@ pub mod wasm_pool {
     pub fn worker_tasks() -> u64 {
         POOL.get().map_or(0, |p| p.worker_tasks())
     }
-
-    /// The same as storing 1 at [`broken_flag`], for hosts that can still call the module.
-    pub fn worker_failed(addr: usize) {
-        if let Some(p) = get(addr) {
-            p.mark_broken();
-        }
-    }
 }
 
 #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
@@ -401,7 +394,8 @@ mod native {
         /// Workers the current job may take (the caller's pool size minus one).
         limit: AtomicU64,
         n_workers: usize,
-        /// Set (to 1) by the wasm host when a worker's instance failed; never set natively.
+        /// Set (to 1) by the wasm host when a worker's instance failed (at `broken_flag_addr`);
+        /// never set natively.
         broken: AtomicU32,
         /// Tasks run by workers (not callers) since the pool started: evidence the workers work.
         worker_tasks: AtomicU64,
@@ -445,13 +439,8 @@ mod native {
             self.n_workers
         }
 
-        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-        pub(super) fn mark_broken(&self) {
-            self.broken.store(1, Ordering::SeqCst);
-        }
-
-        /// Address of the flag [`Self::mark_broken`] sets, for a host that sets it with an atomic
-        /// store of 1 (a failed wasm instance cannot be called into any more).
+        /// Address of the broken flag, for a host that sets it with an atomic store of 1 (a failed
+        /// wasm instance cannot be called into any more).
         #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
         pub(super) fn broken_flag_addr(&self) -> usize {
             &self.broken as *const AtomicU32 as usize

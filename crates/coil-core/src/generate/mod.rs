@@ -256,26 +256,9 @@ impl Generator {
     /// the previous step returned, or `&[]` for it), samples the next token, decodes it, and runs
     /// the stop checks. See the module documentation for the position contract.
     pub fn step(&mut self, ctx: &mut Context, seq: u32, feed: &[u32]) -> Result<Step> {
-        self.check_can_step()?;
-        if !Arc::ptr_eq(ctx.model(), &self.model) {
-            return Err(bad("the context belongs to a different model than the generator"));
-        }
-        if let Some(s) = self.seq {
-            if s != seq {
-                return Err(bad(format!("this generation runs on sequence {s}, not {seq}")));
-            }
-        }
+        let pos = self.check_target(ctx, seq)?;
         let mut one = [0u32; 1];
         let toks = self.resolve_feed(feed, &mut one)?;
-        let pos = ctx.position(seq)?;
-        if let Some(p0) = self.start_pos {
-            let want = p0 as u64 + self.n_fed as u64;
-            if pos as u64 != want {
-                return Err(bad(format!(
-                    "sequence {seq} is at position {pos}, but this generation left it at {want}: it was changed between steps"
-                )));
-            }
-        }
         let batch = Batch::for_sequence(seq, toks, false);
         if let Err(e) = ctx.evaluate_into(&batch, &mut self.logits) {
             if e.code == ErrorCode::Internal {
@@ -318,6 +301,14 @@ impl Generator {
     /// what [`Generator::step`] checks — the model, the sequence, that it is where this generation
     /// left it — and returns the tokens this step feeds. Changes nothing.
     pub fn next_feed(&self, ctx: &Context, seq: u32, feed: &[u32]) -> Result<Vec<u32>> {
+        self.check_target(ctx, seq)?;
+        let mut one = [0u32; 1];
+        Ok(self.resolve_feed(feed, &mut one)?.to_vec())
+    }
+
+    /// The checks before a step on `seq` of `ctx`: the generation can step, the context is of its
+    /// model, it runs on `seq`, and `seq` is where it left it. Returns `seq`'s position.
+    fn check_target(&self, ctx: &Context, seq: u32) -> Result<u32> {
         self.check_can_step()?;
         if !Arc::ptr_eq(ctx.model(), &self.model) {
             return Err(bad("the context belongs to a different model than the generator"));
@@ -327,8 +318,6 @@ impl Generator {
                 return Err(bad(format!("this generation runs on sequence {s}, not {seq}")));
             }
         }
-        let mut one = [0u32; 1];
-        let toks = self.resolve_feed(feed, &mut one)?.to_vec();
         let pos = ctx.position(seq)?;
         if let Some(want) = self.position() {
             if pos as u64 != want {
@@ -337,7 +326,7 @@ impl Generator {
                 )));
             }
         }
-        Ok(toks)
+        Ok(pos)
     }
 
     /// Continues after the caller evaluated `fed` (from [`Generator::next_feed`]) on `seq`,

@@ -183,48 +183,18 @@ pub(crate) fn act_kind(ty: GgmlType) -> Option<ActKind> {
 
 /// ggml's generic arithmetic, bit for bit (see module docs).
 pub fn matmul_exact(w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [f32]) {
-    check_shapes(w, x, n_tokens, out);
-    let n = w.n_cols;
-    match act_kind(w.ty) {
-        None => {
-            let mut row = vec![0f32; n];
-            for r in 0..w.n_rows {
-                quant::dequantize_row(w.ty, w.row(r), &mut row).expect("checked");
-                for t in 0..n_tokens {
-                    out[t * w.n_rows + r] = super::dot::dot_f32_ref(&row, &x[t * n..(t + 1) * n]);
-                }
-            }
-        }
-        Some(kind) => {
-            let aty = match kind {
-                ActKind::Q8_0 => GgmlType::Q8_0,
-                ActKind::Q8_1 => GgmlType::Q8_1,
-                ActKind::Q8K => GgmlType::Q8_K,
-            };
-            let dot: fn(&[u8], &[u8]) -> f32 = match w.ty {
-                GgmlType::Q4_0 => vecdot::generic::vec_dot_q4_0_q8_0_ref,
-                GgmlType::Q4_1 => vecdot::generic::vec_dot_q4_1_q8_1_ref,
-                GgmlType::Q5_0 => vecdot::generic::vec_dot_q5_0_q8_0_ref,
-                GgmlType::Q5_1 => vecdot::generic::vec_dot_q5_1_q8_1_ref,
-                GgmlType::Q8_0 => vecdot::generic::vec_dot_q8_0_q8_0_ref,
-                GgmlType::Q4_K => vecdot::generic::vec_dot_q4_k_q8_k_ref,
-                GgmlType::Q5_K => vecdot::generic::vec_dot_q5_k_q8_k_ref,
-                GgmlType::Q6_K => vecdot::generic::vec_dot_q6_k_q8_k_ref,
-                _ => unreachable!(),
-            };
-            let ab = quant::row_bytes(aty, n).expect("block multiple");
-            let mut acts = vec![0u8; ab * n_tokens];
-            for t in 0..n_tokens {
-                quant::quantize_row(aty, &x[t * n..(t + 1) * n], &mut acts[t * ab..(t + 1) * ab]).expect("checked");
-            }
-            for r in 0..w.n_rows {
-                let wr = w.row(r);
-                for t in 0..n_tokens {
-                    out[t * w.n_rows + r] = dot(wr, &acts[t * ab..(t + 1) * ab]);
-                }
-            }
-        }
-    }
+    use vecdot::generic as g;
+    scalar_matmul(w, x, n_tokens, out, super::dot::dot_f32_ref, |ty| match ty {
+        GgmlType::Q4_0 => g::vec_dot_q4_0_q8_0_ref,
+        GgmlType::Q4_1 => g::vec_dot_q4_1_q8_1_ref,
+        GgmlType::Q5_0 => g::vec_dot_q5_0_q8_0_ref,
+        GgmlType::Q5_1 => g::vec_dot_q5_1_q8_1_ref,
+        GgmlType::Q8_0 => g::vec_dot_q8_0_q8_0_ref,
+        GgmlType::Q4_K => g::vec_dot_q4_k_q8_k_ref,
+        GgmlType::Q5_K => g::vec_dot_q5_k_q8_k_ref,
+        GgmlType::Q6_K => g::vec_dot_q6_k_q8_k_ref,
+        _ => unreachable!(),
+    });
 }
 
 /// The canonical order (module docs of [`super::vecdot`]) in plain scalar code: what every fast
@@ -232,6 +202,30 @@ pub fn matmul_exact(w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [f32]) 
 /// ggml does, integer sums per block, then the canonical float order; float weights: the
 /// canonical 16-lane sum of [`super::ops::canon_sum`].
 pub fn matmul_canon(w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [f32]) {
+    use vecdot::generic as g;
+    scalar_matmul(w, x, n_tokens, out, canon_dot_f32, |ty| match ty {
+        GgmlType::Q4_0 => g::canon_q4_0_q8_0,
+        GgmlType::Q4_1 => g::canon_q4_1_q8_1,
+        GgmlType::Q5_0 => g::canon_q5_0_q8_0,
+        GgmlType::Q5_1 => g::canon_q5_1_q8_1,
+        GgmlType::Q8_0 => g::canon_q8_0_q8_0,
+        GgmlType::Q4_K => g::canon_q4_k_q8_k,
+        GgmlType::Q5_K => g::canon_q5_k_q8_k,
+        GgmlType::Q6_K => g::canon_q6_k_q8_k,
+        _ => unreachable!(),
+    });
+}
+
+/// A scalar matrix product: float weights dequantized row by row and multiplied with `fdot`;
+/// quantized ones with the activations quantized as ggml does and `qdot(type)` per row and token.
+fn scalar_matmul(
+    w: &WeightRef,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    fdot: fn(&[f32], &[f32]) -> f32,
+    qdot: fn(GgmlType) -> fn(&[u8], &[u8]) -> f32,
+) {
     check_shapes(w, x, n_tokens, out);
     let n = w.n_cols;
     match act_kind(w.ty) {
@@ -240,7 +234,7 @@ pub fn matmul_canon(w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [f32]) 
             for r in 0..w.n_rows {
                 quant::dequantize_row(w.ty, w.row(r), &mut row).expect("checked");
                 for t in 0..n_tokens {
-                    out[t * w.n_rows + r] = canon_dot_f32(&row, &x[t * n..(t + 1) * n]);
+                    out[t * w.n_rows + r] = fdot(&row, &x[t * n..(t + 1) * n]);
                 }
             }
         }
@@ -250,18 +244,7 @@ pub fn matmul_canon(w: &WeightRef, x: &[f32], n_tokens: usize, out: &mut [f32]) 
                 ActKind::Q8_1 => GgmlType::Q8_1,
                 ActKind::Q8K => GgmlType::Q8_K,
             };
-            use vecdot::generic as g;
-            let dot: fn(&[u8], &[u8]) -> f32 = match w.ty {
-                GgmlType::Q4_0 => g::canon_q4_0_q8_0,
-                GgmlType::Q4_1 => g::canon_q4_1_q8_1,
-                GgmlType::Q5_0 => g::canon_q5_0_q8_0,
-                GgmlType::Q5_1 => g::canon_q5_1_q8_1,
-                GgmlType::Q8_0 => g::canon_q8_0_q8_0,
-                GgmlType::Q4_K => g::canon_q4_k_q8_k,
-                GgmlType::Q5_K => g::canon_q5_k_q8_k,
-                GgmlType::Q6_K => g::canon_q6_k_q8_k,
-                _ => unreachable!(),
-            };
+            let dot = qdot(w.ty);
             let ab = quant::row_bytes(aty, n).expect("block multiple");
             let mut acts = vec![0u8; ab * n_tokens];
             for t in 0..n_tokens {
