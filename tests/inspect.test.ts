@@ -111,10 +111,16 @@ describe("backends", () => {
       expect(wasmPaths).toContain(`matmul/simd128/${t}`);
     }
     // Exact checks (0 = pass): each token of a batch (pre-decoded panels, several token tiles)
-    // equals the same token alone; the SIMD f16 conversions equal the scalar one on all 65536
+    // equals the same token alone (a single token takes the generation tiles); the SIMD f16 conversions equal the scalar one on all 65536
     // halves, and the fast one's infinity/NaN detection triggers exactly when it must.
     const exact = Object.fromEntries(w.kernels.map((k) => [k.path, k.max_rel_diff]));
     expect(exact["matmul/simd128/batch=alone"]).toBe(0);
+    // ...and every matrix product gives the bits of the scalar canonical order (docs/numerics.md),
+    // on wasm and on each native path.
+    expect(exact["matmul/simd128/canon"]).toBe(0);
+    const nativeCanon = n.kernels.filter((k) => k.path.endsWith("/canon"));
+    expect(nativeCanon.map((k) => k.path)).toContain("matmul/scalar/canon");
+    for (const k of nativeCanon) expect(k.max_rel_diff, k.path).toBe(0);
     expect(exact["f16conv/simd128"]).toBe(0);
     expect(n.kernels.find((k) => k.path === "matmul/scalar/batch=alone")?.max_rel_diff).toBe(0);
     // Native: the x86 paths this CPU runs (AVX2 at least on any x86-64 this project targets).

@@ -631,6 +631,32 @@ fn check_name(path: &str, ty: GgmlType) -> &'static str {
 }
 
 /// Self-check names for "a token in a batch gives what it gives alone".
+/// Selfcheck entry for "this path gives the same bits as [`matmul_canon`]" (0 = always did).
+fn canon_name(path: &str) -> &'static str {
+    match path {
+        "scalar" => "matmul/scalar/canon",
+        "avx2" => "matmul/avx2/canon",
+        "avx512" => "matmul/avx512/canon",
+        "neon" => "matmul/neon/canon",
+        "neon-dotprod" => "matmul/neon-dotprod/canon",
+        "simd128" => "matmul/simd128/canon",
+        _ => "matmul/other/canon",
+    }
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Records a pass/fail check as 0 (pass) or 1 under `name`, failing it if any call failed.
+fn flag(out: &mut Vec<(&'static str, f32)>, name: &'static str, failed: bool) {
+    let v = if failed { 1.0 } else { 0.0 };
+    match out.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, m)) => *m = m.max(v),
+        None => out.push((name, v)),
+    }
+}
+
 fn batch_name(path: &str) -> &'static str {
     match path {
         "scalar" => "matmul/scalar/batch=alone",
@@ -713,19 +739,26 @@ pub fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
         let mut want = vec![0f32; n_rows * n_tokens];
         matmul_exact(&w, &x, n_tokens, &mut want);
         let scale = abs_scale(&w, &x, n_tokens);
+        let mut canon = vec![0f32; n_rows * n_tokens];
+        matmul_canon(&w, &x, n_tokens, &mut canon);
         for p in matmul_paths() {
             let mut got = vec![f32::NAN; n_rows * n_tokens];
             p.run(&w, &x, n_tokens, &mut got, &pool);
             out.push((check_name(p.name(), ty), max_rel(&got, &want, &scale)));
+            flag(out, canon_name(p.name()), !same_bits(&got, &canon));
         }
     }
-    // Shapes that reach every part of the tiles: row lengths with several groups of blocks and a
-    // tail (legacy types go 4 blocks at a time on simd128), F16/F32 rows ending in an 8-, 4- and
-    // 1-wide step, row counts that leave a partial row tile, and enough tokens for the
-    // prompt-processing route (pre-decoded panels, several token tiles) — where each token must
-    // come out bit for bit as when computed alone.
-    for &ty in &[GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_1] {
-        let n_cols = if ty.block_size() == 32 { 32 * 7 } else { 8 * 9 + 4 + 3 };
+    // Shapes that reach every part of the tiles, for every type: row lengths with several groups
+    // of blocks and a tail (legacy types go 4 blocks at a time on simd128), F16/F32 rows ending in
+    // an 8-, 4- and 1-wide step, row counts that leave a partial row tile, and enough tokens for
+    // the prompt-processing route (pre-decoded panels, several token tiles) — where each token
+    // must come out bit for bit as when computed alone (one token takes the generation tiles).
+    for &ty in &MATMUL_TYPES {
+        let n_cols = match ty.block_size() {
+            256 => 256 * 3,
+            32 => 32 * 7,
+            _ => 8 * 9 + 4 + 3,
+        };
         let (n_rows, n_tokens) = (11, 13);
         let mut data = synth_weights(ty, n_rows, n_cols, 29 + ty.id() as u64);
         if ty == GgmlType::F16 {
@@ -738,26 +771,25 @@ pub fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
         let mut want = vec![0f32; n_rows * n_tokens];
         matmul_exact(&w, &x, n_tokens, &mut want);
         let scale = abs_scale(&w, &x, n_tokens);
+        let mut canon = vec![0f32; n_rows * n_tokens];
+        matmul_canon(&w, &x, n_tokens, &mut canon);
         for p in matmul_paths() {
             let mut got = vec![f32::NAN; n_rows * n_tokens];
             p.run(&w, &x, n_tokens, &mut got, &pool);
+            flag(out, canon_name(p.name()), !same_bits(&got, &canon));
             let d = max_rel(&got, &want, &scale);
             let mut alone = vec![f32::NAN; n_rows];
             let mut same = true;
             for t in 0..n_tokens {
                 p.run(&w, &x[t * n_cols..(t + 1) * n_cols], 1, &mut alone, &pool);
-                same &= alone.iter().zip(&got[t * n_rows..(t + 1) * n_rows]).all(|(a, b)| a.to_bits() == b.to_bits());
+                same &= same_bits(&alone, &got[t * n_rows..(t + 1) * n_rows]);
             }
             let name = check_name(p.name(), ty);
             match out.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, m)) => *m = if d.is_nan() || m.is_nan() { f32::NAN } else { m.max(d) },
                 None => out.push((name, d)),
             }
-            let b = batch_name(p.name());
-            match out.iter_mut().find(|(n, _)| *n == b) {
-                Some((_, m)) => *m = m.max(if same { 0.0 } else { 1.0 }),
-                None => out.push((b, if same { 0.0 } else { 1.0 })),
-            }
+            flag(out, batch_name(p.name()), !same);
         }
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -563,9 +563,8 @@ unsafe fn leg_step<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs, g: u
 /// block lane b mod 8 (`leg_step`), the 8 block lanes added as a halving tree at the end. A tile
 /// holds at most 4 outputs (one f32x4, lane o = output `t·RM + r`). The block lanes live in
 /// memory (one load and store per block; unrolling by 8 to keep them in registers measured no
-/// faster). The same bits as the native paths. Known gap (bench/wasm-kernels.mjs): with the
-/// weights in cache this is as fast as the pre-canonical kernel, but streaming them from memory
-/// (generation) reaches only about half of its bandwidth, for reasons not found yet.
+/// faster). The same bits as the native paths. Prompts only: a single token takes
+/// [`tile_qrow`], which streams the weights far better.
 unsafe fn tile_q<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs) {
     debug_assert!(RM * RN <= 4);
     let n_groups = a.n_cols / D::GE;
@@ -577,29 +576,95 @@ unsafe fn tile_q<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs) {
     leg_finish::<RM, RN>(a, &lanes);
 }
 
-/// Matrix-vector products (one token) of legacy quants, 5 to 8 rows: two quads of rows (4 and
-/// `RB`) side by side, each in its own block lanes — the same arithmetic per output as
-/// [`tile_q`], with twice the weight streams in flight (generation reads the weights from memory,
-/// and more concurrent row streams keep more of it in flight).
-unsafe fn tile_q8<D: DecW, const RB: usize>(a: &TileArgs) {
-    let b = TileArgs { w: a.w.add(4 * a.row_bytes), out: a.out.add(4), ..*a };
+/// Matrix-vector products (one token) of legacy quants, one row at a time, vectorised along the
+/// row instead of across outputs: 4 consecutive blocks of the row fill one f32x4, and since block
+/// b goes to block lane b mod 8, blocks 8k..8k+3 land in `lo` and 8k+4..8k+7 in `hi` with the
+/// canonical steps `lane + (f32(I)·d_w)·d_x` (`+ m_w·s_x`) done 4 blocks at once. At the end
+/// `lo + hi` holds `l0+l4, l1+l5, l2+l6, l3+l7`, and [`hsum`] adds those as
+/// `((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7))`: the halving tree. The same bits as [`tile_q`].
+/// Why one row: generation streams the weights from memory, and walking the rows one after
+/// another makes each thread's reads a single sequential stream, which the hardware prefetcher
+/// follows. Tiles of 8 rows side by side (the earlier kernel) were 8 short streams and reached
+/// 40% of the bandwidth; 2 rows, 65%; one row, all of it (bench/wasm-kernels.mjs, the
+/// 24576×1536 Q8_0 product: 6, 10 and 14.7 GMAC/s against 15.6 GB/s of F32 reads).
+unsafe fn tile_qrow<D: DecW>(a: &TileArgs) {
     let n_groups = a.n_cols / D::GE;
-    let mut la = [f32x4_splat(0.0); 8];
-    let mut lb = [f32x4_splat(0.0); 8];
-    // 4 blocks of the first quad, then the same 4 of the second.
+    let mut lo = f32x4_splat(0.0);
+    let mut hi = f32x4_splat(0.0);
     let mut g = 0;
     while g < n_groups {
+        // Blocks g..g+c (c = 4 but at the end of the row); lanes past c keep zero integers and
+        // scales, so they add +0.0, which leaves a block lane as it was (a lane starts at +0.0,
+        // and no sum with +0.0 in it is -0.0).
         let c = (n_groups - g).min(4);
-        for i in 0..c {
-            la[(g + i) & 7] = leg_step::<D, 4, 1>(a, g + i, la[(g + i) & 7]);
+        let mut iv = [i32x4_splat(0); 4];
+        let mut dh = u16x8_splat(0);
+        let mut mh = u16x8_splat(0);
+        let mut dx = f32x4_splat(0.0);
+        let mut sx = f32x4_splat(0.0);
+        let row = a.w.add(g * D::GB);
+        let act = a.act.add(g * D::RB);
+        if c == 4 {
+            unroll!(4, |j| {
+                let p = row.add(j * D::GB);
+                let rec = act.add(j * D::RB);
+                iv[j] = dot32(&D::decode(p), rec);
+                dh = put16(dh, j, p.add(D::D_OFF));
+                dx = put32(dx, j, rec.add(64));
+                if D::EXTRA {
+                    mh = put16(mh, j, p.add(D::M_OFF));
+                    sx = put32(sx, j, rec.add(68));
+                }
+            });
+        } else {
+            for j in 0..c {
+                let p = row.add(j * D::GB);
+                let rec = act.add(j * D::RB);
+                iv[j] = dot32(&D::decode(p), rec);
+                dh = put16v(dh, j, p.add(D::D_OFF));
+                dx = put32v(dx, j, rec.add(64));
+                if D::EXTRA {
+                    mh = put16v(mh, j, p.add(D::M_OFF));
+                    sx = put32v(sx, j, rec.add(68));
+                }
+            }
         }
-        for i in 0..c {
-            lb[(g + i) & 7] = leg_step::<D, RB, 1>(&b, g + i, lb[(g + i) & 7]);
+        let i = tsum4(iv[0], iv[1], iv[2], iv[3]);
+        let acc = if g & 4 == 0 { lo } else { hi };
+        let mut s = f32x4_add(acc, f32x4_mul(f32x4_mul(f32x4_convert_i32x4(i), f16x8_exact(dh).0), dx));
+        if D::EXTRA {
+            s = f32x4_add(s, f32x4_mul(f16x8_exact(mh).0, sx));
+        }
+        if g & 4 == 0 {
+            lo = s;
+        } else {
+            hi = s;
         }
         g += c;
     }
-    leg_finish::<4, 1>(a, &la);
-    leg_finish::<RB, 1>(&b, &lb);
+    *a.out = hsum(f32x4_add(lo, hi));
+}
+
+/// [`put16`] with a lane index known only at run time (row tails).
+#[inline(always)]
+unsafe fn put16v(h: v128, o: usize, p: *const u8) -> v128 {
+    match o {
+        0 => put16(h, 0, p),
+        1 => put16(h, 1, p),
+        2 => put16(h, 2, p),
+        _ => put16(h, 3, p),
+    }
+}
+
+/// [`put32`] with a lane index known only at run time.
+#[inline(always)]
+unsafe fn put32v(v: v128, o: usize, p: *const u8) -> v128 {
+    match o {
+        0 => put32(v, 0, p),
+        1 => put32(v, 1, p),
+        2 => put32(v, 2, p),
+        _ => put32(v, 3, p),
+    }
 }
 
 /// The 8 block lanes of a legacy tile added as the canonical halving tree, stored.
@@ -618,9 +683,8 @@ unsafe fn leg_finish<const RM: usize, const RN: usize>(a: &TileArgs, lanes: &[v1
     });
 }
 
-/// Legacy-quant tile function: prompts in 2 × 2 tiles ([`tile_q`]), a single token in row tiles
-/// of up to 8 ([`tile_q8`]).
-const MV_ROWS: usize = 8;
+/// Legacy-quant tile function: prompts in 2 × 2 tiles ([`tile_q`]), a single token one row at a
+/// time ([`tile_qrow`]).
 
 macro_rules! tile_dispatch_q {
     ($name:ident, $d:ty) => {
@@ -629,21 +693,8 @@ macro_rules! tile_dispatch_q {
             if rn != 1 {
                 return inner(rows, rn, a);
             }
-            let mut r = 0;
-            while r < rows {
-                let m = (rows - r).min(MV_ROWS);
-                let sub = TileArgs { w: a.w.add(r * a.row_bytes), out: a.out.add(r), ..*a };
-                match m {
-                    1 => tile_q::<$d, 1, 1>(&sub),
-                    2 => tile_q::<$d, 2, 1>(&sub),
-                    3 => tile_q::<$d, 3, 1>(&sub),
-                    4 => tile_q::<$d, 4, 1>(&sub),
-                    5 => tile_q8::<$d, 1>(&sub),
-                    6 => tile_q8::<$d, 2>(&sub),
-                    7 => tile_q8::<$d, 3>(&sub),
-                    _ => tile_q8::<$d, 4>(&sub),
-                }
-                r += m;
+            for r in 0..rows {
+                tile_qrow::<$d>(&TileArgs { w: a.w.add(r * a.row_bytes), out: a.out.add(r), ..*a });
             }
         }
     };
@@ -686,9 +737,9 @@ tile_dispatch_q!(tile_q4_1, Q4_1);
 tile_dispatch_q!(tile_q5_0, Q5_0);
 tile_dispatch_q!(tile_q5_1, Q5_1);
 tile_dispatch_q!(tile_q8_0, Q8_0);
-tile_dispatch!(tile_q4_k, tile_k::<Q4K>, 2, 4);
-tile_dispatch!(tile_q5_k, tile_k::<Q5K>, 2, 4);
-tile_dispatch!(tile_q6_k, tile_k::<Q6K>, 2, 4);
+tile_dispatch_mv!(tile_q4_k, tile_k::<Q4K>, 2, 4, 1);
+tile_dispatch_mv!(tile_q5_k, tile_k::<Q5K>, 2, 4, 1);
+tile_dispatch_mv!(tile_q6_k, tile_k::<Q6K>, 2, 4, 1);
 
 trait FW {
     /// Whether the main loop takes 8 values per step (F16: one 16-byte load of halves) or 4.
@@ -961,6 +1012,6 @@ unsafe fn decode_f16_rows(rows: usize, a: &TileArgs, dst: *mut u8) {
     }
 }
 
-tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 4, 2, 8);
-tile_dispatch_mv!(tile_f16, tile_fl::<WF16>, 2, 2, 4);
-tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 2);
+tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 4, 2, 1);
+tile_dispatch_mv!(tile_f16, tile_fl::<WF16>, 2, 2, 1);
+tile_dispatch_mv!(tile_bf16, tile_fl::<WBF16>, 4, 2, 1);
