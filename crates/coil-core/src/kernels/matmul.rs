@@ -75,6 +75,10 @@ pub struct WeightRef<'a> {
     pub data: &'a [u8],
     pub n_rows: usize,
     pub n_cols: usize,
+    /// Known to hold no infinity or NaN (F16 weights; see [`f16_all_finite`]): lets the wasm F16
+    /// kernel skip its per-value check. False (unknown) from [`WeightRef::new`]; the same results
+    /// either way.
+    pub finite: bool,
 }
 
 impl<'a> WeightRef<'a> {
@@ -105,7 +109,13 @@ impl<'a> WeightRef<'a> {
                 ),
             ));
         }
-        Ok(WeightRef { ty, data, n_rows, n_cols })
+        Ok(WeightRef { ty, data, n_rows, n_cols, finite: false })
+    }
+
+    /// The same matrix with [`WeightRef::finite`] set: the caller has checked (with
+    /// [`f16_all_finite`]) that its F16 values hold no infinity or NaN.
+    pub fn with_finite(self, finite: bool) -> Self {
+        WeightRef { finite, ..self }
     }
 
     /// Bytes of one row.
@@ -129,8 +139,13 @@ impl<'a> WeightRef<'a> {
             ));
         }
         let rb = self.row_bytes();
-        Ok(WeightRef { ty: self.ty, data: &self.data[start * rb..(start + n) * rb], n_rows: n, n_cols: self.n_cols })
+        Ok(WeightRef { data: &self.data[start * rb..(start + n) * rb], n_rows: n, ..*self })
     }
+}
+
+/// Whether `data` (little-endian F16 values) holds no infinity or NaN.
+pub fn f16_all_finite(data: &[u8]) -> bool {
+    data.chunks_exact(2).all(|c| c[1] & 0x7c != 0x7c)
 }
 
 fn check_shapes(w: &WeightRef, x: &[f32], n_tokens: usize, out: &[f32]) {
@@ -557,6 +572,7 @@ fn drive(
                         out: o.0,
                         out_stride: n_rows,
                         prefetch: !gemm,
+                        finite: w.finite,
                     };
                     let mut f = tile;
                     if let (Some(p), Some(buf)) = (pre, dec.as_deref()) {
@@ -734,7 +750,9 @@ pub fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
         let n_rows = 7;
         let n_tokens = 3;
         let data = synth_weights(ty, n_rows, n_cols, 17 + ty.id() as u64);
-        let w = WeightRef::new(ty, &data, n_rows, n_cols).expect("valid");
+        // Finite F16 data, marked so as a model load marks it (the wasm kernel's unchecked route).
+        let finite = ty == GgmlType::F16 && f16_all_finite(&data);
+        let w = WeightRef::new(ty, &data, n_rows, n_cols).expect("valid").with_finite(finite);
         let x: Vec<f32> = (0..n_cols * n_tokens).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
         let mut want = vec![0f32; n_rows * n_tokens];
         matmul_exact(&w, &x, n_tokens, &mut want);
@@ -746,6 +764,12 @@ pub fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
             p.run(&w, &x, n_tokens, &mut got, &pool);
             out.push((check_name(p.name(), ty), max_rel(&got, &want, &scale)));
             flag(out, canon_name(p.name()), !same_bits(&got, &canon));
+            // One token at a time (generation's matrix-vector tiles).
+            let mut alone = vec![f32::NAN; n_rows];
+            for t in 0..n_tokens {
+                p.run(&w, &x[t * n_cols..(t + 1) * n_cols], 1, &mut alone, &pool);
+                flag(out, canon_name(p.name()), !same_bits(&alone, &canon[t * n_rows..(t + 1) * n_rows]));
+            }
         }
     }
     // Shapes that reach every part of the tiles, for every type: row lengths with several groups

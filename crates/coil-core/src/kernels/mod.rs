@@ -83,7 +83,9 @@ pub fn bench_matmul(ty_name: &str, rows: usize, cols: usize, tokens: usize, reps
         crate::quant::quantize_row(ty, &row, &mut data[r * rb..(r + 1) * rb]).ok()?;
     }
     let x: Vec<f32> = (0..cols * tokens).map(|_| rnd()).collect();
-    let w = matmul::WeightRef::new(ty, &data, rows, cols).ok()?;
+    // Marked finite as a model load marks F16 weights on wasm.
+    let finite = ty == GgmlType::F16 && matmul::f16_all_finite(&data);
+    let w = matmul::WeightRef::new(ty, &data, rows, cols).ok()?.with_finite(finite);
     let mut out = vec![0f32; rows * tokens];
     let pool = crate::threads::ThreadPool::new(1);
     let mut sum = 0f64;

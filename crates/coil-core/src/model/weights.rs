@@ -341,6 +341,9 @@ pub struct Matrix {
     pub n_rows: usize,
     pub n_cols: usize,
     loc: Loc,
+    /// Checked at load to hold no infinity or NaN (F16 on wasm only, where it lets generation skip
+    /// a per-value check; native converts halves in hardware and never needs it).
+    finite: bool,
 }
 
 pub struct MambaLayer {
@@ -444,7 +447,7 @@ pub struct Weights {
 impl Weights {
     /// A matrix as the kernels take it.
     pub(crate) fn mat(&self, m: &Matrix) -> Result<WeightRef<'_>> {
-        WeightRef::new(m.ty, self.storage.bytes(m.loc), m.n_rows, m.n_cols)
+        Ok(WeightRef::new(m.ty, self.storage.bytes(m.loc), m.n_rows, m.n_cols)?.with_finite(m.finite))
     }
 
     /// Builds the weights from a plan whose tensors are all in `storage`.
@@ -462,10 +465,13 @@ impl Weights {
             let t = plan
                 .get(name)
                 .ok_or_else(|| CoilError::new(ErrorCode::MissingTensor, format!("missing tensor {name}")))?;
-            let m = Matrix { ty: t.ty, n_rows: t.n_rows, n_cols: t.n_cols, loc: loc(t) };
+            let mut m = Matrix { ty: t.ty, n_rows: t.n_rows, n_cols: t.n_cols, loc: loc(t), finite: false };
             // Validate once here, so evaluation never meets a bad matrix.
             WeightRef::new(m.ty, storage.bytes(m.loc), m.n_rows, m.n_cols)
                 .map_err(|e| CoilError::new(e.code, format!("tensor {name}: {}", e.message)))?;
+            if cfg!(target_arch = "wasm32") && m.ty == GgmlType::F16 {
+                m.finite = crate::kernels::matmul::f16_all_finite(storage.bytes(m.loc));
+            }
             Ok(m)
         };
         let hp = plan.hp.clone();

@@ -45,6 +45,9 @@ pub(crate) struct TileArgs {
     /// Whether to prefetch the weights ahead (they stream from memory: matrix-vector products).
     #[cfg_attr(any(target_arch = "wasm32", target_arch = "aarch64"), allow(dead_code))]
     pub prefetch: bool,
+    /// The weights hold no infinity or NaN ([`super::matmul::WeightRef::finite`]).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub finite: bool,
 }
 
 /// A tile function: computes `rows × rn` outputs (any number of rows: the function walks them in

@@ -758,6 +758,7 @@ trait FW {
 }
 struct WF32;
 struct WF16;
+struct WF16Fin;
 struct WF16Exact;
 struct WBF16;
 impl FW for WF32 {
@@ -830,6 +831,24 @@ impl FW for WF16 {
     #[inline(always)]
     fn redo(m: v128) -> bool {
         v128_any_true(u16x8_ge(m, u16x8_splat(0x7c00)))
+    }
+}
+
+/// F16 whose matrix was checked at load to hold no infinity or NaN (`TileArgs::finite`): the
+/// finite conversion alone, without [`WF16`]'s per-value check (a fifth of generation's time).
+impl FW for WF16Fin {
+    const WIDE: bool = true;
+    #[inline(always)]
+    unsafe fn load8(p: *const u8, i: usize, _m: &mut v128) -> (v128, v128) {
+        f16x8_finite(ld(p.add(2 * i)))
+    }
+    #[inline(always)]
+    unsafe fn load4(p: *const u8, i: usize, _m: &mut v128) -> v128 {
+        f16x8_finite(v128_load64_zero(p.add(2 * i) as *const u64)).0
+    }
+    #[inline(always)]
+    unsafe fn scalar(p: *const u8, i: usize) -> f32 {
+        rd_f16(p.add(2 * i))
     }
 }
 
@@ -1013,5 +1032,14 @@ unsafe fn decode_f16_rows(rows: usize, a: &TileArgs, dst: *mut u8) {
 }
 
 tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 4, 2, 1);
-tile_dispatch_mv!(tile_f16, tile_fl::<WF16>, 2, 2, 1);
+tile_dispatch_mv!(tile_f16_checked, tile_fl::<WF16>, 2, 2, 1);
+tile_dispatch_mv!(tile_f16_finite, tile_fl::<WF16Fin>, 2, 2, 1);
+
+unsafe fn tile_f16(rows: usize, rn: usize, a: &TileArgs) {
+    if a.finite {
+        tile_f16_finite(rows, rn, a)
+    } else {
+        tile_f16_checked(rows, rn, a)
+    }
+}
 tile_dispatch_mv!(tile_bf16, tile_fl::<WBF16>, 4, 2, 1);
