@@ -9,8 +9,8 @@
 //! Types with SIMD decoders: Q8_0, Q4_0, Q4_1, Q4_K, Q6_K; Q5_0, Q5_1, Q5_K decode their
 //! weights with scalar code into the same i16 form and share the SIMD dot.
 //! Float types: F32, F16 (bit-exact conversion in SIMD; prompts convert each panel of rows to f32
-//! once and reuse it for every token tile), BF16. Matrix-vector products (generation) take taller
-//! row tiles.
+//! once and reuse it for every token tile), BF16. Matrix-vector products (generation) walk one row
+//! at a time, so each thread reads the weights as one sequential stream (see [`tile_qrow`]).
 
 use super::actq::NatAct;
 use super::{tile_dispatch, ActKind, FKernel, Kernel, PreDecode, QKernel, TileArgs};
@@ -701,32 +701,19 @@ macro_rules! tile_dispatch_q {
 }
 
 /// Like `tile_dispatch!` (tiles of up to `$rm` rows × `$rn` tokens), except that a single token
-/// (matrix-vector products: generation) walks the rows in taller tiles of up to `$mv` (≤ 8):
-/// more independent accumulators and weight streams per pass. Each output's arithmetic is the
-/// same in every tile shape.
+/// (matrix-vector products: generation) walks the rows one at a time: each thread then reads the
+/// weights as one sequential stream, which the hardware prefetcher follows (several rows side by
+/// side are several short streams, and streamed at under half the bandwidth; see [`tile_qrow`]).
+/// Each output's arithmetic is the same in every tile shape.
 macro_rules! tile_dispatch_mv {
-    ($name:ident, $f:ident :: <$($g:ty),*>, $rm:literal, $rn:literal, $mv:literal) => {
+    ($name:ident, $f:ident :: <$($g:ty),*>, $rm:literal, $rn:literal) => {
         unsafe fn $name(rows: usize, rn: usize, a: &TileArgs) {
             tile_dispatch!(inner, $f::<$($g),*>, $rm, $rn);
             if rn != 1 {
                 return inner(rows, rn, a);
             }
-            let mut r = 0;
-            while r < rows {
-                let m = (rows - r).min($mv);
-                let sub = TileArgs { w: a.w.add(r * a.row_bytes), out: a.out.add(r), ..*a };
-                match m {
-                    1 => $f::<$($g,)* 1, 1>(&sub),
-                    2 => $f::<$($g,)* 2, 1>(&sub),
-                    3 => $f::<$($g,)* 3, 1>(&sub),
-                    4 => $f::<$($g,)* 4, 1>(&sub),
-                    5 if $mv >= 5 => $f::<$($g,)* 5, 1>(&sub),
-                    6 if $mv >= 6 => $f::<$($g,)* 6, 1>(&sub),
-                    7 if $mv >= 7 => $f::<$($g,)* 7, 1>(&sub),
-                    8 if $mv >= 8 => $f::<$($g,)* 8, 1>(&sub),
-                    _ => unreachable!("tile height {m}"),
-                }
-                r += m;
+            for r in 0..rows {
+                $f::<$($g,)* 1, 1>(&TileArgs { w: a.w.add(r * a.row_bytes), out: a.out.add(r), ..*a });
             }
         }
     };
@@ -737,9 +724,9 @@ tile_dispatch_q!(tile_q4_1, Q4_1);
 tile_dispatch_q!(tile_q5_0, Q5_0);
 tile_dispatch_q!(tile_q5_1, Q5_1);
 tile_dispatch_q!(tile_q8_0, Q8_0);
-tile_dispatch_mv!(tile_q4_k, tile_k::<Q4K>, 2, 4, 1);
-tile_dispatch_mv!(tile_q5_k, tile_k::<Q5K>, 2, 4, 1);
-tile_dispatch_mv!(tile_q6_k, tile_k::<Q6K>, 2, 4, 1);
+tile_dispatch_mv!(tile_q4_k, tile_k::<Q4K>, 2, 4);
+tile_dispatch_mv!(tile_q5_k, tile_k::<Q5K>, 2, 4);
+tile_dispatch_mv!(tile_q6_k, tile_k::<Q6K>, 2, 4);
 
 trait FW {
     /// Whether the main loop takes 8 values per step (F16: one 16-byte load of halves) or 4.
@@ -927,8 +914,8 @@ pub(crate) fn f16_conversion_errors() -> f32 {
 /// for types converted 8 at a time (F16), 8 lanes (two) — with exactly the operations of a single
 /// pass: the tile keeps as many outputs in registers as a 4-lane order would (a tile holding all 16
 /// lanes of each output at once ran out of registers and ran at half speed). The rows a tile passes
-/// over several times stay in L1/L2 (prompt panels are sized for L1; a generation tile is at most 8
-/// rows). Whether the weights are converted here or beforehand (pre-decoded F16 = F32 of the same
+/// over several times stay in L1/L2 (prompt panels are sized for L1; a generation tile is one
+/// row). Whether the weights are converted here or beforehand (pre-decoded F16 = F32 of the same
 /// values) the results are the same.
 unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
     let n = a.n_cols;
@@ -1031,9 +1018,9 @@ unsafe fn decode_f16_rows(rows: usize, a: &TileArgs, dst: *mut u8) {
     }
 }
 
-tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 4, 2, 1);
-tile_dispatch_mv!(tile_f16_checked, tile_fl::<WF16>, 2, 2, 1);
-tile_dispatch_mv!(tile_f16_finite, tile_fl::<WF16Fin>, 2, 2, 1);
+tile_dispatch_mv!(tile_f32, tile_fl::<WF32>, 4, 2);
+tile_dispatch_mv!(tile_f16_checked, tile_fl::<WF16>, 2, 2);
+tile_dispatch_mv!(tile_f16_finite, tile_fl::<WF16Fin>, 2, 2);
 
 unsafe fn tile_f16(rows: usize, rn: usize, a: &TileArgs) {
     if a.finite {
@@ -1042,4 +1029,4 @@ unsafe fn tile_f16(rows: usize, rn: usize, a: &TileArgs) {
         tile_f16_checked(rows, rn, a)
     }
 }
-tile_dispatch_mv!(tile_bf16, tile_fl::<WBF16>, 4, 2, 1);
+tile_dispatch_mv!(tile_bf16, tile_fl::<WBF16>, 4, 2);
