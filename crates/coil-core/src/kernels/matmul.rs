@@ -646,7 +646,6 @@ fn check_name(path: &str, ty: GgmlType) -> &'static str {
     names!("scalar", "avx2", "avx512", "neon", "neon-dotprod", "simd128")
 }
 
-/// Self-check names for "a token in a batch gives what it gives alone".
 /// Selfcheck entry for "this path gives the same bits as [`matmul_canon`]" (0 = always did).
 fn canon_name(path: &str) -> &'static str {
     match path {
@@ -673,6 +672,7 @@ fn flag(out: &mut Vec<(&'static str, f32)>, name: &'static str, failed: bool) {
     }
 }
 
+/// Self-check names for "a token in a batch gives what it gives alone".
 fn batch_name(path: &str) -> &'static str {
     match path {
         "scalar" => "matmul/scalar/batch=alone",

@@ -584,9 +584,9 @@ unsafe fn tile_q<D: DecW, const RM: usize, const RN: usize>(a: &TileArgs) {
 /// `((l0+l4)+(l2+l6))+((l1+l5)+(l3+l7))`: the halving tree. The same bits as [`tile_q`].
 /// Why one row: generation streams the weights from memory, and walking the rows one after
 /// another makes each thread's reads a single sequential stream, which the hardware prefetcher
-/// follows. Tiles of 8 rows side by side (the earlier kernel) were 8 short streams and reached
-/// 40% of the bandwidth; 2 rows, 65%; one row, all of it (bench/wasm-kernels.mjs, the
-/// 24576×1536 Q8_0 product: 6, 10 and 14.7 GMAC/s against 15.6 GB/s of F32 reads).
+/// follows. Streaming the 24576×1536 Q8_0 product from memory (bench/wasm-kernels.mjs, one
+/// thread): 8 rows side by side (the earlier kernel: 8 short streams) 6 GMAC/s, 2 rows 10, one
+/// row 14.7 — its speed with the weights in cache.
 unsafe fn tile_qrow<D: DecW>(a: &TileArgs) {
     let n_groups = a.n_cols / D::GE;
     let mut lo = f32x4_splat(0.0);
@@ -822,7 +822,8 @@ impl FW for WF16 {
 }
 
 /// F16 whose matrix was checked at load to hold no infinity or NaN (`TileArgs::finite`): the
-/// finite conversion alone, without [`WF16`]'s per-value check (a fifth of generation's time).
+/// finite conversion alone, without [`WF16`]'s per-value check (which costs 12–23% of a
+/// generation product).
 impl FW for WF16Fin {
     const WIDE: bool = true;
     #[inline(always)]
