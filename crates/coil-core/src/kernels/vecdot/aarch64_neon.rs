@@ -34,6 +34,7 @@
 //! prefetchers follow the sequential weight streams.
 
 use super::actq::NatAct;
+use super::generic::{k4_head, k6_head, KHead};
 use super::{ActKind, FKernel, Kernel, QKernel, TileArgs};
 use crate::gguf::GgmlType;
 use std::arch::aarch64::*;
@@ -433,28 +434,9 @@ trait KDec {
     unsafe fn sub<I: IDot>(p: *const u8, s: usize) -> [int8x16_t; 2];
 }
 
-#[derive(Clone, Copy)]
-struct KHead {
-    sc: [i32; 16],
-    m: [i32; 8],
-    d: f32,
-    dmin: f32,
-}
-
 struct Q4K;
 struct Q5K;
 struct Q6K;
-
-#[inline(always)]
-unsafe fn k4_head(p: *const u8) -> KHead {
-    let (s, m) = super::generic::k4_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
-    let mut h = KHead { sc: [0; 16], m: [0; 8], d: rd_f16(p), dmin: rd_f16(p.add(2)) };
-    for j in 0..8 {
-        h.sc[j] = s[j] as i32;
-        h.m[j] = m[j] as i32;
-    }
-    h
-}
 
 /// The low (`s` even) or high nibbles of the 32 bytes at `q`, as two arranged groups.
 #[inline(always)]
@@ -511,11 +493,7 @@ impl KDec for Q6K {
     const MINS: bool = false;
     #[inline(always)]
     unsafe fn head(p: *const u8) -> KHead {
-        let mut h = KHead { sc: [0; 16], m: [0; 8], d: rd_f16(p.add(208)), dmin: 0.0 };
-        for j in 0..16 {
-            h.sc[j] = *p.add(192 + j) as i8 as i32;
-        }
-        h
+        k6_head(p)
     }
     #[inline(always)]
     unsafe fn sub<I: IDot>(p: *const u8, s: usize) -> [int8x16_t; 2] {
@@ -539,7 +517,7 @@ unsafe fn tile_k<K: KDec, I: IDot, const RM: usize, const RN: usize>(a: &TileArg
     let mut acc = [[0f32; RN]; RM];
     for g in 0..n_groups {
         let mut rows = [a.w; RM];
-        let mut head = [KHead { sc: [0; 16], m: [0; 8], d: 0.0, dmin: 0.0 }; RM];
+        let mut head = [KHead::default(); RM];
         for r in 0..RM {
             rows[r] = a.w.add(r * a.row_bytes + g * K::GB);
             head[r] = K::head(rows[r]);

@@ -109,6 +109,49 @@ pub fn vec_dot_q8_0_q8_0_ref(w: &[u8], y: &[u8]) -> f32 {
     sumf
 }
 
+/// A k-quant super-block's scalars, unpacked for the SIMD tiles (NEON, simd128): sub-block
+/// scales (8 for Q4_K/Q5_K, 16 for Q6_K), mins (Q4_K/Q5_K), and the f16 super-scales.
+#[derive(Clone, Copy, Default)]
+#[cfg_attr(not(any(target_arch = "wasm32", target_arch = "aarch64")), allow(dead_code))]
+pub(crate) struct KHead {
+    pub sc: [i32; 16],
+    pub m: [i32; 8],
+    pub d: f32,
+    pub dmin: f32,
+}
+
+/// The header of the Q4_K / Q5_K super-block at `p`: `d`, `dmin`, then 12 bytes of packed scales.
+///
+/// # Safety
+/// `p` must point to at least 16 readable bytes.
+#[cfg_attr(not(any(target_arch = "wasm32", target_arch = "aarch64")), allow(dead_code))]
+#[inline(always)]
+pub(crate) unsafe fn k4_head(p: *const u8) -> KHead {
+    let b = std::slice::from_raw_parts(p, 16);
+    let (s, m) = k4_scales_mins(&b[4..16]);
+    let mut kh = KHead { d: h(b, 0), dmin: h(b, 2), ..KHead::default() };
+    for j in 0..8 {
+        kh.sc[j] = s[j] as i32;
+        kh.m[j] = m[j] as i32;
+    }
+    kh
+}
+
+/// The header of the Q6_K super-block at `p`: 16 signed scales at byte 192, `d` at 208.
+///
+/// # Safety
+/// `p` must point to a whole 210-byte Q6_K block.
+#[cfg_attr(not(any(target_arch = "wasm32", target_arch = "aarch64")), allow(dead_code))]
+#[inline(always)]
+pub(crate) unsafe fn k6_head(p: *const u8) -> KHead {
+    let b = std::slice::from_raw_parts(p, 210);
+    let mut kh = KHead { d: h(b, 208), ..KHead::default() };
+    for j in 0..16 {
+        kh.sc[j] = b[192 + j] as i8 as i32;
+    }
+    kh
+}
+
 /// The eight 6-bit scales and eight 6-bit mins of a Q4_K / Q5_K block, as the `utmp` shuffle of
 /// the C code unpacks them.
 #[inline(always)]

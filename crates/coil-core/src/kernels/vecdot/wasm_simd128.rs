@@ -13,6 +13,7 @@
 //! at a time, so each thread reads the weights as one sequential stream (see [`tile_qrow`]).
 
 use super::actq::NatAct;
+use super::generic::{k4_head, k6_head, KHead};
 use super::{tile_dispatch, ActKind, FKernel, Kernel, PreDecode, QKernel, TileArgs};
 use crate::gguf::GgmlType;
 use std::arch::wasm32::*;
@@ -321,25 +322,6 @@ trait KDec {
     unsafe fn sub(p: *const u8, s: usize, out: &mut [v128; 4]);
 }
 
-#[derive(Clone, Copy)]
-struct KHead {
-    sc: [i32; 16],
-    m: [i32; 8],
-    d: f32,
-    dmin: f32,
-}
-
-#[inline(always)]
-unsafe fn k4_head(p: *const u8) -> KHead {
-    let (s, m) = super::generic::k4_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
-    let mut h = KHead { sc: [0; 16], m: [0; 8], d: rd_f16(p), dmin: rd_f16(p.add(2)) };
-    for j in 0..8 {
-        h.sc[j] = s[j] as i32;
-        h.m[j] = m[j] as i32;
-    }
-    h
-}
-
 /// 32 bytes of nibbles (low or high half) -> 4 i16x8.
 #[inline(always)]
 unsafe fn nib32(raw0: v128, raw1: v128, high: bool, out: &mut [v128; 4]) {
@@ -404,11 +386,7 @@ impl KDec for Q6K {
     const MINS: bool = false;
     #[inline(always)]
     unsafe fn head(p: *const u8) -> KHead {
-        let mut h = KHead { sc: [0; 16], m: [0; 8], d: rd_f16(p.add(208)), dmin: 0.0 };
-        for j in 0..16 {
-            h.sc[j] = *p.add(192 + j) as i8 as i32;
-        }
-        h
+        k6_head(p)
     }
     #[inline(always)]
     unsafe fn sub(p: *const u8, s: usize, out: &mut [v128; 4]) {
@@ -434,7 +412,7 @@ unsafe fn tile_k<K: KDec, const RM: usize, const RN: usize>(a: &TileArgs) {
     let mut acc = [[0f32; RN]; RM];
     for g in 0..n_groups {
         let mut rows = [a.w; RM];
-        let mut head = [KHead { sc: [0; 16], m: [0; 8], d: 0.0, dmin: 0.0 }; RM];
+        let mut head = [KHead::default(); RM];
         unroll!(RM, |r| {
             rows[r] = a.w.add(r * a.row_bytes + g * K::GB);
             head[r] = K::head(rows[r]);
