@@ -9,7 +9,8 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 const DIR = fileURLToPath(new URL("./.peers/", import.meta.url));
 export const PEERS = { "node-llama-cpp": "3.22.1", "@huggingface/tokenizers": "0.2.0" };
 
-export async function importPeer(name) {
+/** Installs peer `name` at its pinned version into bench/.peers (once); returns its package folder. */
+export function ensurePeer(name) {
   const pkgDir = `${DIR}node_modules/${name}`;
   if (!existsSync(pkgDir)) {
     process.stderr.write(`[bench] installing ${name}@${PEERS[name]} into bench/.peers (once)\n`);
@@ -17,6 +18,11 @@ export async function importPeer(name) {
       stdio: ["ignore", "ignore", "inherit"],
     });
   }
+  return pkgDir;
+}
+
+export async function importPeer(name) {
+  const pkgDir = ensurePeer(name);
   const req = createRequire(`${DIR}package.json`);
   let entry;
   try {

@@ -4,7 +4,8 @@
 //!
 //! Options: `--types F16,Q8_0,Q4_K` (default: all), `--paths avx512,avx2` (default: all but scalar),
 //! `--shapes 3072x768,768x1536,50280x768` (rows x cols; default: the mamba-130m shapes),
-//! `--tokens 1,128`, `--threads 1,2`, `--secs 0.3` (time per measurement), `--hot` (n_tokens = 1
+//! `--tokens 1,128`, `--threads 1,2`, `--secs 0.3` (time per measurement), `--bandwidth` (print only
+//! the streaming read bandwidth per thread count, JSON, and exit), `--hot` (n_tokens = 1
 //! with one weight copy, i.e. cache-resident when it fits; by default generation is measured with
 //! enough copies of the matrix to stream from DRAM, as in real decoding).
 //!
@@ -49,7 +50,16 @@ fn main() {
         })
         .collect();
     let pools: Vec<(usize, ThreadPool)> = threads.iter().map(|&n| (n, ThreadPool::new(n))).collect();
+    if args.iter().any(|a| a == "--bandwidth") {
+        // Only the read bandwidth, as JSON (bench/models.mjs divides generation by it).
+        let bw: Vec<String> = pools.iter().map(|(n, p)| format!("\"{n}\": {:.2}", read_bandwidth(p, *n))).collect();
+        println!("{{{}}}", bw.join(", "));
+        return;
+    }
     println!("cpu features: {:?}", coil_core::cpu::features());
+    for (n, pool) in &pools {
+        println!("read bandwidth, {n} thread(s): {:.1} GB/s", read_bandwidth(pool, *n));
+    }
     // Thread pool hand-off: an empty job, back to back (workers spinning), and after a pause
     // (workers parked).
     for (n, pool) in &pools {
@@ -178,4 +188,26 @@ fn main() {
             }
         }
     }
+}
+
+/// Streaming read bandwidth with `n` threads (GB/s, 1e9): each thread sums its contiguous share of a
+/// 1 GiB buffer as u64 words (vectorised by the compiler; far more arithmetic headroom than memory),
+/// best of 10 passes. The "limit" the generation rates above are compared with.
+fn read_bandwidth(pool: &ThreadPool, n: usize) -> f64 {
+    let words = (1usize << 30) / 8;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let per = words.div_ceil(n);
+    let sink = std::sync::atomic::AtomicU64::new(0);
+    let mut best = f64::MAX;
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        pool.run(n, |i| {
+            let part = &buf[(i * per).min(words)..((i + 1) * per).min(words)];
+            let s = part.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+            sink.fetch_add(s, std::sync::atomic::Ordering::Relaxed);
+        });
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(sink.load(std::sync::atomic::Ordering::Relaxed));
+    (words * 8) as f64 / best / 1e9
 }
