@@ -228,7 +228,9 @@ export class Context {
       const logits = out.logits.subarray(row * V, (row + rows) * V);
       row += rows;
       if (result.error) it.reject(fromEngineError(new Error(result.error)));
-      else it.resolve({ logits: logits.slice(), result });
+      // Each caller gets logits of its own: the engine's fresh array itself when it holds only this
+      // item's rows (one generated token: no copy on the per-token path), else a copy of its rows.
+      else it.resolve({ logits: live.length === 1 && logits.length === out.logits.length ? logits : logits.slice(), result });
     });
   }
 
@@ -488,6 +490,11 @@ export class Sequence {
       }
       const V = this.context.nVocab;
       const n = ids.length;
+      if (n <= EVAL_CHUNK) {
+        // One engine call (every generated token): its logits are ours already, no copy.
+        const kind = want === "all" ? KIND_EVAL_ALL : want === "last" ? KIND_EVAL_LAST : KIND_EVAL_NONE;
+        return (await this.context.submit(this.id, ids, kind, 0, signal)).logits;
+      }
       const out = new Float32Array(want === "all" ? n * V : want === "last" ? V : 0);
       for (let start = 0; start < n; start += EVAL_CHUNK) {
         if (start > 0) throwIfAborted(signal);
