@@ -42,8 +42,9 @@ pub(crate) struct TileArgs {
     /// `out[t * out_stride + r]` for tile-local row r and token t.
     pub out: *mut f32,
     pub out_stride: usize,
-    /// Whether to prefetch the weights ahead (they stream from memory: matrix-vector products).
-    #[cfg_attr(any(target_arch = "wasm32", target_arch = "aarch64"), allow(dead_code))]
+    /// Whether to prefetch the weights ahead (they stream from memory: matrix-vector products; on
+    /// wasm, which has no prefetch instruction, by loading ahead: `wasm_simd128::touch_ahead`).
+    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
     pub prefetch: bool,
     /// The weights hold no infinity or NaN ([`super::matmul::WeightRef::finite`]).
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
