@@ -38,7 +38,8 @@
 //! of a prompt batch gets exactly the logits it would get alone).
 //!
 //! Work split: rows are cut into tasks (about 8 per thread) handed out dynamically. Matrix-vector
-//! products prefetch the weights 8 KiB ahead (they stream from memory once); with more tokens than
+//! products prefetch the weights 8 KiB ahead into L2 (they stream from memory once; wasm, which has
+//! no prefetch instruction, loads a byte of each line 4 KiB ahead instead); with more tokens than
 //! a tile holds (8 on AVX-512), quantized rows (and F16 rows on wasm) are decoded once per panel
 //! and token block into a per-thread buffer and reused by every token tile (prompt processing is
 //! compute-bound). The activation quantization runs once per call (in parallel over tokens for batches).

@@ -77,7 +77,8 @@ unsafe fn rd_f16(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
-/// Software prefetch distance (bytes ahead in the weight rows).
+/// Software prefetch distance (bytes ahead in the weight rows); into L2 (`prefetcht1`), as on
+/// AVX-512 (see `x86_avx512::PREFETCH`).
 const PREFETCH: usize = 8192;
 
 /// Prefetches the lines `PREFETCH` bytes after the `n` bytes at `p`; for blocks shorter than a
@@ -86,13 +87,13 @@ const PREFETCH: usize = 8192;
 unsafe fn prefetch_span(p: *const u8, n: usize) {
     if n < 64 {
         if (p as usize) % 64 < n {
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PREFETCH) as *const i8);
         }
         return;
     }
     let mut o = 0;
     while o < n {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o + PREFETCH) as *const i8);
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(o + PREFETCH) as *const i8);
         o += 64;
     }
 }
@@ -694,9 +695,9 @@ unsafe fn tile_fl<W: FW, const RM: usize, const RN: usize>(a: &TileArgs) {
         }
         if a.prefetch {
             for r in 0..RM {
-                _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add(i * W::SIZE + PREFETCH) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(rows[r].wrapping_add(i * W::SIZE + PREFETCH) as *const i8);
                 if W::SIZE == 4 {
-                    _mm_prefetch::<_MM_HINT_T0>(rows[r].wrapping_add(i * W::SIZE + 32 + PREFETCH) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(rows[r].wrapping_add(i * W::SIZE + 32 + PREFETCH) as *const i8);
                 }
             }
         }
