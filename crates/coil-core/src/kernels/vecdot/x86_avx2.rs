@@ -72,7 +72,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 
 /// An f16 at `p` to f32 with F16C (exact, like `f16_to_f32`).
 #[inline(always)]
-unsafe fn rd_f16(p: *const u8) -> f32 {
+pub(super) unsafe fn rd_f16(p: *const u8) -> f32 {
     let h = u16::from_le(std::ptr::read_unaligned(p as *const u16));
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
@@ -125,7 +125,7 @@ unsafe fn bits32(qh: u32) -> __m256i {
 /// Legacy (96 bytes per block): `[q: 32][corr: i32 x8][d: f32][s: f32 (Q8_1)][pad]`.
 /// K (320 bytes per super-block): `[q: 256][bsums: i16 x16][d: f32][pad]`.
 const LEG_RB: usize = 96;
-const K_RB: usize = 320;
+pub(super) const K_RB: usize = 320;
 
 fn pack_legacy(a: &NatAct, dst: &mut [u8], offset: i32, extra: bool) {
     for b in 0..a.n / 32 {
@@ -143,7 +143,7 @@ fn pack_legacy(a: &NatAct, dst: &mut [u8], offset: i32, extra: bool) {
     }
 }
 
-fn pack_k(a: &NatAct, dst: &mut [u8]) {
+pub(super) fn pack_k(a: &NatAct, dst: &mut [u8]) {
     for b in 0..a.n / 256 {
         let rec = &mut dst[b * K_RB..(b + 1) * K_RB];
         for j in 0..256 {
@@ -156,7 +156,7 @@ fn pack_k(a: &NatAct, dst: &mut [u8]) {
     }
 }
 
-trait Dec2 {
+pub(super) trait Dec2 {
     const GE: usize;
     const GB: usize;
     const RB: usize;
@@ -512,88 +512,106 @@ unsafe fn tsum8(v: &[__m256i; 8]) -> __m256i {
 /// `t·RM + r`), and the float steps run on that vector: `lane_k + (f32(I)·d_w)·d_x` (+ `m_w·s_x`)
 /// into block lane k = group mod 8 for legacy types, `acc + (f32(I)·d)·d_x − (f32(M)·dmin)·d_x`
 /// for k-quants. No FMA: the same bits as the scalar path and wasm.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q<D: Dec2, const RM: usize, const RN: usize>(a: &TileArgs) {
-    let n_groups = a.n_cols / D::GE;
-    let mut lanes = [_mm256_setzero_ps(); 8];
-    for g in 0..n_groups {
-        // SAFETY: every W is plain SIMD vectors and floats, for which all-zero bits are valid.
-        let mut w: [D::W; RM] = std::mem::zeroed();
-        for (r, wr) in w.iter_mut().enumerate() {
-            let p = a.w.add(r * a.row_bytes + g * D::GB);
-            if a.prefetch {
-                prefetch_span(p, D::GB);
-            }
-            *wr = D::decode(p);
-        }
-        let mut iv = [_mm256_setzero_si256(); 8];
-        let mut mv = [_mm256_setzero_si256(); 8];
-        let mut dw = [0f32; 8];
-        let mut mw = [0f32; 8];
-        let mut dx = [0f32; 8];
-        let mut sx = [0f32; 8];
-        for t in 0..RN {
-            let rec = a.act.add(t * a.act_stride + g * D::RB);
-            for r in 0..RM {
-                let o = t * RM + r;
-                let (i, m) = D::ipair(&w[r], rec);
-                iv[o] = i;
-                mv[o] = m;
-                let (d, m2) = D::scales(&w[r]);
-                dw[o] = d;
-                mw[o] = m2;
+///
+/// Defined by `def_tile_q!` for a set of target features: `tile_q` here, and `tile_q_avx512` for
+/// the AVX-512 k-quant kernels of `super::x86_avx512`, whose 512-bit integer products (`D::ipair`)
+/// must be inlined into a function compiled for AVX-512.
+macro_rules! def_tile_q {
+    ($name:ident, $feat:literal) => {
+        #[target_feature(enable = $feat)]
+        pub(super) unsafe fn $name<D: Dec2, const RM: usize, const RN: usize>(a: &TileArgs) {
+            let n_groups = a.n_cols / D::GE;
+            let mut lanes = [_mm256_setzero_ps(); 8];
+            for g in 0..n_groups {
+                let mut iv = [_mm256_setzero_si256(); 8];
+                let mut mv = [_mm256_setzero_si256(); 8];
+                let mut dw = [0f32; 8];
+                let mut mw = [0f32; 8];
+                let mut dx = [0f32; 8];
+                let mut sx = [0f32; 8];
+                // Row by row: a row's decoded group is used for every token and dropped, so no more
+                // than one decoded group is live (8 rows of k-quant groups would not fit in the
+                // vector registers).
+                for r in 0..RM {
+                    let p = a.w.add(r * a.row_bytes + g * D::GB);
+                    if a.prefetch {
+                        prefetch_span(p, D::GB);
+                    }
+                    let w = D::decode(p);
+                    let (d, m2) = D::scales(&w);
+                    for t in 0..RN {
+                        let rec = a.act.add(t * a.act_stride + g * D::RB);
+                        let o = t * RM + r;
+                        let (i, m) = D::ipair(&w, rec);
+                        iv[o] = i;
+                        mv[o] = m;
+                        dw[o] = d;
+                        mw[o] = m2;
+                        if D::K {
+                            dx[o] = rd_f32(rec.add(288));
+                        } else {
+                            dx[o] = rd_f32(rec.add(64));
+                            sx[o] = rd_f32(rec.add(68));
+                        }
+                    }
+                }
+                let dxv = _mm256_loadu_ps(dx.as_ptr());
+                let f = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(tsum8(&iv)), _mm256_loadu_ps(dw.as_ptr())), dxv);
                 if D::K {
-                    dx[o] = rd_f32(rec.add(288));
+                    let mut acc = _mm256_add_ps(lanes[0], f);
+                    if D::EXTRA {
+                        let m = _mm256_mul_ps(
+                            _mm256_mul_ps(_mm256_cvtepi32_ps(tsum8(&mv)), _mm256_loadu_ps(mw.as_ptr())),
+                            dxv,
+                        );
+                        acc = _mm256_sub_ps(acc, m);
+                    }
+                    lanes[0] = acc;
                 } else {
-                    dx[o] = rd_f32(rec.add(64));
-                    sx[o] = rd_f32(rec.add(68));
+                    let k = g % 8;
+                    let mut acc = _mm256_add_ps(lanes[k], f);
+                    if D::EXTRA {
+                        acc = _mm256_add_ps(
+                            acc,
+                            _mm256_mul_ps(_mm256_loadu_ps(mw.as_ptr()), _mm256_loadu_ps(sx.as_ptr())),
+                        );
+                    }
+                    lanes[k] = acc;
+                }
+            }
+            let res = if D::K {
+                lanes[0]
+            } else {
+                let s4 = [
+                    _mm256_add_ps(lanes[0], lanes[4]),
+                    _mm256_add_ps(lanes[1], lanes[5]),
+                    _mm256_add_ps(lanes[2], lanes[6]),
+                    _mm256_add_ps(lanes[3], lanes[7]),
+                ];
+                _mm256_add_ps(_mm256_add_ps(s4[0], s4[2]), _mm256_add_ps(s4[1], s4[3]))
+            };
+            let mut outv = [0f32; 8];
+            _mm256_storeu_ps(outv.as_mut_ptr(), res);
+            for t in 0..RN {
+                for r in 0..RM {
+                    *a.out.add(t * a.out_stride + r) = outv[t * RM + r];
                 }
             }
         }
-        let dxv = _mm256_loadu_ps(dx.as_ptr());
-        let f = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(tsum8(&iv)), _mm256_loadu_ps(dw.as_ptr())), dxv);
-        if D::K {
-            let mut acc = _mm256_add_ps(lanes[0], f);
-            if D::EXTRA {
-                let m = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(tsum8(&mv)), _mm256_loadu_ps(mw.as_ptr())), dxv);
-                acc = _mm256_sub_ps(acc, m);
-            }
-            lanes[0] = acc;
-        } else {
-            let k = g % 8;
-            let mut acc = _mm256_add_ps(lanes[k], f);
-            if D::EXTRA {
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(mw.as_ptr()), _mm256_loadu_ps(sx.as_ptr())));
-            }
-            lanes[k] = acc;
-        }
-    }
-    let res = if D::K {
-        lanes[0]
-    } else {
-        let s4 = [
-            _mm256_add_ps(lanes[0], lanes[4]),
-            _mm256_add_ps(lanes[1], lanes[5]),
-            _mm256_add_ps(lanes[2], lanes[6]),
-            _mm256_add_ps(lanes[3], lanes[7]),
-        ];
-        _mm256_add_ps(_mm256_add_ps(s4[0], s4[2]), _mm256_add_ps(s4[1], s4[3]))
     };
-    let mut outv = [0f32; 8];
-    _mm256_storeu_ps(outv.as_mut_ptr(), res);
-    for t in 0..RN {
-        for r in 0..RM {
-            *a.out.add(t * a.out_stride + r) = outv[t * RM + r];
-        }
-    }
 }
+def_tile_q!(tile_q, "avx2,fma,f16c");
+def_tile_q!(tile_q_avx512, "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c");
 
 /// Tiles of up to 2 rows × 4 tokens, or up to 8 rows of a single token (matrix-vector products:
 /// the 8 lanes of the float steps filled with 8 outputs). The same per-output arithmetic either way.
 macro_rules! tile_q_dispatch {
     ($name:ident, $d:ty) => {
-        unsafe fn $name(rows: usize, rn: usize, a: &TileArgs) {
-            tile_dispatch!(inner, tile_q::<$d>, 2, 4);
+        tile_q_dispatch!($name, $d, tile_q);
+    };
+    ($name:ident, $d:ty, $tile:ident) => {
+        pub(super) unsafe fn $name(rows: usize, rn: usize, a: &TileArgs) {
+            tile_dispatch!(inner, $tile::<$d>, 2, 4);
             if rn != 1 {
                 return inner(rows, rn, a);
             }
@@ -602,20 +620,22 @@ macro_rules! tile_q_dispatch {
                 let m = (rows - r).min(8);
                 let sub = TileArgs { w: a.w.add(r * a.row_bytes), out: a.out.add(r), ..*a };
                 match m {
-                    1 => tile_q::<$d, 1, 1>(&sub),
-                    2 => tile_q::<$d, 2, 1>(&sub),
-                    3 => tile_q::<$d, 3, 1>(&sub),
-                    4 => tile_q::<$d, 4, 1>(&sub),
-                    5 => tile_q::<$d, 5, 1>(&sub),
-                    6 => tile_q::<$d, 6, 1>(&sub),
-                    7 => tile_q::<$d, 7, 1>(&sub),
-                    _ => tile_q::<$d, 8, 1>(&sub),
+                    1 => $tile::<$d, 1, 1>(&sub),
+                    2 => $tile::<$d, 2, 1>(&sub),
+                    3 => $tile::<$d, 3, 1>(&sub),
+                    4 => $tile::<$d, 4, 1>(&sub),
+                    5 => $tile::<$d, 5, 1>(&sub),
+                    6 => $tile::<$d, 6, 1>(&sub),
+                    7 => $tile::<$d, 7, 1>(&sub),
+                    _ => $tile::<$d, 8, 1>(&sub),
                 }
                 r += m;
             }
         }
     };
 }
+
+pub(super) use tile_q_dispatch;
 
 tile_q_dispatch!(tile_q4_0, Q4_0);
 tile_q_dispatch!(tile_q4_1, Q4_1);
