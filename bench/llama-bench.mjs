@@ -2,8 +2,9 @@
 // measured against. It is built on first use (never in CI: a few minutes on 2 cores) from a pinned
 // llama.cpp source release: the git bundle that the pinned node-llama-cpp package ships
 // (`llama/gitRelease.bundle`; its `llama/llama.cpp.info.json` names the release), so the build needs
-// nothing but the npm registry. CPU only, `GGML_NATIVE` (tuned for this machine, as a user building
-// llama.cpp here would), into bench/.peers/llama.cpp.
+// nothing but the npm registry (and git, cmake, a C++ compiler). CPU only, `GGML_NATIVE` (tuned for
+// this machine, as a user building llama.cpp here would) minus AMX on x86-64, into
+// bench/.peers/llama.cpp.
 //
 //   node bench/llama-bench.mjs                 builds if needed, prints the binary's path and release
 //   node bench/llama-bench.mjs -m FILE [-t 1,2] [-p 512] [-n 128] [-r 2]
@@ -30,8 +31,12 @@ export function ensureLlamaBench() {
   }
   if (!existsSync(BIN)) {
     process.stderr.write("[bench] building llama-bench (CPU, GGML_NATIVE; a few minutes, once)\n");
+    // x86-64: no AMX. These VMs report AMX but fault on its tile instructions (llama-bench died with
+    // SIGILL in `tilezero`), and coil has no AMX kernels to compare with.
+    const noAmx = process.arch === "x64" ? "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" : "";
     sh("cmake", ["-S", DIR, "-B", `${DIR}build`, "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF",
-      "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF"]);
+      "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+      `-DCMAKE_C_FLAGS=${noAmx}`, `-DCMAKE_CXX_FLAGS=${noAmx}`]);
     sh("cmake", ["--build", `${DIR}build`, "--target", "llama-bench", "-j", "2"]);
   }
   const commit = execFileSync("git", ["-C", DIR, "rev-parse", "--short=10", "HEAD"]).toString().trim();

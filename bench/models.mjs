@@ -31,7 +31,7 @@ const { values } = parseArgs({
     pp: { type: "string", default: "512" },
     tg: { type: "string", default: "128" },
     reps: { type: "string", default: "2" },
-    models: { type: "string", default: "mamba2:q8_0,mamba:q8_0,mamba2:f16,mamba2:q4_0,jamba:q8_0" },
+    models: { type: "string", default: "mamba2:q8_0,mamba:q8_0,mamba2:f16,mamba2:q4_0,mamba2:q4_k,jamba:q8_0" },
     wasm: { type: "boolean", default: false },
     nlc: { type: "boolean", default: false },
     alt: { type: "string" },
