@@ -192,9 +192,9 @@ struct Q4_1;
 struct Q5_0;
 struct Q5_1;
 struct Q8_0;
-struct Q4K;
-struct Q5K;
-struct Q6K;
+pub(super) struct Q4K;
+pub(super) struct Q5K;
+pub(super) struct Q6K;
 
 impl Dec2 for Q4_0 {
     const GE: usize = 32;
@@ -327,13 +327,15 @@ impl Dec2 for Q8_0 {
 }
 
 #[derive(Clone, Copy)]
-struct KW {
-    q: [__m256i; 8],
-    sc: [__m256i; 8],
+pub(super) struct KW {
+    /// Weight bytes, values 32v..32v+31 in vector v.
+    pub q: [__m256i; 8],
+    /// i16 scales against `q[v]`'s `vpmaddubsw` pairs.
+    pub sc: [__m256i; 8],
     /// Q4_K/Q5_K: mins as 16 i16 (m[j/2]); Q6_K: the 16 scales as i16.
-    m16: __m256i,
-    d: f32,
-    dmin: f32,
+    pub m16: __m256i,
+    pub d: f32,
+    pub dmin: f32,
 }
 
 /// Q4_K/Q5_K scales and mins (ggml's `utmp` unpacking): the scale of sub-block v as an i16
@@ -601,7 +603,7 @@ macro_rules! def_tile_q {
     };
 }
 def_tile_q!(tile_q, "avx2,fma,f16c");
-def_tile_q!(tile_q_avx512, "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c");
+def_tile_q!(tile_q_avx512, "avx512f,avx512bw,avx2,fma,f16c");
 
 /// Tiles of up to 2 rows × 4 tokens, or up to 8 rows of a single token (matrix-vector products:
 /// the 8 lanes of the float steps filled with 8 outputs). The same per-output arithmetic either way.

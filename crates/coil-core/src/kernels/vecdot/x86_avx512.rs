@@ -1184,16 +1184,15 @@ tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 6);
 
 /// k-quants (Q4_K, Q5_K, Q6_K) in the canonical order: the AVX2 tile (`x86_avx2::tile_q`, one
 /// running sum per output, exact integers per super-block) compiled for AVX-512, with the integer
-/// products 64 values at a time. A super-block decodes into 4 vectors of 64 weight bytes in ggml's
-/// value order (vector c = values 64c..64c+63, matching the activation record's bytes), and
-/// `vpmaddubsw` + `vpmaddwd` with the scales of the vector's sub-blocks (a 512-bit vector of i16,
-/// each scale over the pairs of its values) sum them as i32 lanes, folded to the AVX2 tile's 8 lanes
-/// at the end. The integers are exact either way, so the results are the AVX2 kernels' bits.
-/// Prompts (`bench_matmul --tokens 128`, 1 thread, 3352x768): Q4_K 89 -> 117 GFLOP/s, Q5_K 86 ->
-/// 117, Q6_K 86 -> 127.
+/// products 64 values at a time: the AVX2 decoders' vectors joined in pairs (vector c = values
+/// 64c..64c+63, matching the activation record's bytes), then `vpmaddubsw` + `vpmaddwd` with the
+/// joined scales, summed as i32 lanes and folded to the AVX2 tile's 8 lanes at the end. The
+/// integers are exact either way, so the results are the AVX2 kernels' bits. Prompts
+/// (`bench_matmul --tokens 128`, 1 thread, 3352x768): Q4_K 91 -> 118 GFLOP/s, Q5_K 82 -> 105,
+/// Q6_K 88 -> 128.
 mod kquant {
     use super::super::actq::NatAct;
-    use super::super::x86_avx2::{pack_k, rd_f16, tile_q_avx512, tile_q_dispatch, Dec2, K_RB};
+    use super::super::x86_avx2::{self as avx2, pack_k, tile_q_avx512, tile_q_dispatch, Dec2, K_RB};
     use super::super::{tile_dispatch, ActKind, Kernel, QKernel, TileArgs};
     use std::arch::x86_64::*;
 
@@ -1223,11 +1222,10 @@ mod kquant {
     tile_q_dispatch!(tile_q5_k_512, Q5K, tile_q_avx512);
     tile_q_dispatch!(tile_q6_k, Q6K, tile_q_avx512);
 
-    // Q4_K/Q5_K matrix-vector products stay on the AVX2 tile: one token cannot amortise the wider
-    // decode (a `vpermw` per scale pair, the 256-bit halves joined), and 512-bit integer multiplies
-    // issue no faster than two 256-bit ones here (in cache, 1 thread, 3352x768: Q4_K 22.6 GB/s AVX2
-    // vs 19.0 AVX-512, Q5_K 21.2 vs 19.7; Q6_K 25.5 vs 29.6, so Q6_K takes AVX-512). Both give the
-    // same bits.
+    // Q4_K/Q5_K matrix-vector products stay on the AVX2 tile: one token cannot amortise joining
+    // the halves, and 512-bit integer multiplies issue no faster than two 256-bit ones here (in
+    // cache, 1 thread, 3352x768, with a decoder of its own: Q4_K 22.6 GB/s AVX2 vs 19.0 AVX-512,
+    // Q5_K 21.2 vs 19.7; Q6_K 26.0 vs 30.3, so Q6_K takes AVX-512). Both give the same bits.
     unsafe fn tile_q4_k(rows: usize, rn: usize, a: &TileArgs) {
         if rn == 1 {
             super::super::x86_avx2::tile_q4_k(rows, rn, a)
@@ -1244,21 +1242,16 @@ mod kquant {
         }
     }
 
+    /// A super-block of the AVX2 decoders (`x86_avx2::KW`) with each pair of 256-bit vectors
+    /// joined into one: vector c = values 64c..64c+63 and their scales.
     #[derive(Clone, Copy)]
     pub(super) struct KW {
-        /// Weight bytes, values 64c..64c+63 in vector c.
         q: [__m512i; 4],
-        /// i16 scales against `q[c]`'s `vpmaddubsw` pairs.
         sc: [__m512i; 4],
-        /// Q4_K/Q5_K: the 8 mins as 16 i16 (`m[j/2]`, against the 16 bsums); Q6_K: the 16 scales.
         m16: __m256i,
         d: f32,
         dmin: f32,
     }
-
-    pub(super) struct Q4K;
-    pub(super) struct Q5K;
-    pub(super) struct Q6K;
 
     /// `lo` in the low 256 bits, `hi` in the high ones.
     #[inline(always)]
@@ -1266,34 +1259,18 @@ mod kquant {
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
     }
 
-    /// Q4_K/Q5_K scales and mins (ggml's `utmp` unpacking, as `x86_avx2::k4_common`): vector c
-    /// takes sub-block 2c's scale in its low half and 2c+1's in its high half.
     #[inline(always)]
-    unsafe fn k4_common(p: *const u8, q: [__m512i; 4]) -> KW {
-        let u = std::ptr::read_unaligned(p.add(4) as *const [u32; 3]);
-        let (u0, u1, u2) = (u32::from_le(u[0]), u32::from_le(u[1]), u32::from_le(u[2]));
-        const KM1: u32 = 0x3f3f_3f3f;
-        const KM2: u32 = 0x0f0f_0f0f;
-        const KM3: u32 = 0x0303_0303;
-        let m_hi = ((u2 >> 4) & KM2) | (((u1 >> 6) & KM3) << 4);
-        let m_lo = u1 & KM1;
-        let s_hi = (u2 & KM2) | (((u0 >> 6) & KM3) << 4);
-        let s_lo = u0 & KM1;
-        // i16 lanes: scales 0..7, then mins 0..7
-        let sm = _mm256_cvtepu8_epi16(_mm_set_epi32(m_hi as i32, m_lo as i32, s_hi as i32, s_lo as i32));
-        let sm512 = _mm512_castsi256_si512(sm);
+    unsafe fn widen(w: avx2::KW) -> KW {
+        let mut q = [_mm512_setzero_si512(); 4];
         let mut sc = [_mm512_setzero_si512(); 4];
-        for (c, v) in sc.iter_mut().enumerate() {
-            let idx = join(_mm256_set1_epi16(2 * c as i16), _mm256_set1_epi16(2 * c as i16 + 1));
-            *v = _mm512_permutexvar_epi16(idx, sm512);
+        for c in 0..4 {
+            q[c] = join(w.q[2 * c], w.q[2 * c + 1]);
+            sc[c] = join(w.sc[2 * c], w.sc[2 * c + 1]);
         }
-        let mins = _mm256_extracti128_si256(sm, 1);
-        let m16 = _mm256_set_m128i(_mm_unpackhi_epi16(mins, mins), _mm_unpacklo_epi16(mins, mins));
-        let dd = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const i32)));
-        KW { q, sc, m16, d: _mm_cvtss_f32(dd), dmin: _mm_cvtss_f32(_mm_movehdup_ps(dd)) }
+        KW { q, sc, m16: w.m16, d: w.d, dmin: w.dmin }
     }
 
-    /// `Σ_c maddwd(maddubs(q[c], x[c]), sc[c])` folded to 8 i32 lanes.
+    /// `Σ_c maddwd(maddubs(q[c], x[c]), sc[c])` folded to the AVX2 tile's 8 i32 lanes.
     #[inline(always)]
     unsafe fn products(w: &KW, rec: *const u8) -> __m256i {
         let mut is = _mm512_setzero_si512();
@@ -1304,123 +1281,45 @@ mod kquant {
         _mm256_add_epi32(_mm512_castsi512_si256(is), _mm512_extracti64x4_epi64::<1>(is))
     }
 
-    macro_rules! k_common_impl {
-        () => {
-            const GE: usize = 256;
-            const RB: usize = K_RB;
-            type W = KW;
-            const K: bool = true;
-            fn pack(a: &NatAct, dst: &mut [u8]) {
-                pack_k(a, dst)
+    /// `$t`: the AVX2 k-quant type `$a` decoded and widened, with 512-bit products.
+    macro_rules! widened {
+        ($t:ident, $a:ty) => {
+            pub(super) struct $t;
+            impl Dec2 for $t {
+                const GE: usize = <$a as Dec2>::GE;
+                const GB: usize = <$a as Dec2>::GB;
+                const RB: usize = <$a as Dec2>::RB;
+                type W = KW;
+                const K: bool = true;
+                const EXTRA: bool = <$a as Dec2>::EXTRA;
+                #[inline(always)]
+                unsafe fn decode(p: *const u8) -> KW {
+                    widen(<$a as Dec2>::decode(p))
+                }
+                #[inline(always)]
+                unsafe fn ipair(w: &KW, rec: *const u8) -> (__m256i, __m256i) {
+                    let bs = _mm256_load_si256(rec.add(256) as *const _);
+                    let m = _mm256_madd_epi16(w.m16, bs);
+                    if <$a as Dec2>::EXTRA {
+                        // Q4_K/Q5_K: M = Σ min·bsum
+                        (products(w, rec), m)
+                    } else {
+                        // Q6_K: the stored values are q + 32, so subtract 32 · Σ scale·bsum
+                        (_mm256_sub_epi32(products(w, rec), _mm256_slli_epi32(m, 5)), _mm256_setzero_si256())
+                    }
+                }
+                fn scales(w: &KW) -> (f32, f32) {
+                    (w.d, w.dmin)
+                }
+                fn pack(a: &NatAct, dst: &mut [u8]) {
+                    <$a as Dec2>::pack(a, dst)
+                }
             }
         };
     }
-
-    impl Dec2 for Q4K {
-        k_common_impl!();
-        const GB: usize = 144;
-        const EXTRA: bool = true;
-        #[inline(always)]
-        unsafe fn decode(p: *const u8) -> KW {
-            let m = _mm512_set1_epi8(0x0F);
-            let mut q = [_mm512_setzero_si512(); 4];
-            for (c, v) in q.iter_mut().enumerate() {
-                let raw = _mm256_loadu_si256(p.add(16 + 32 * c) as *const _);
-                *v = _mm512_and_si512(join(raw, _mm256_srli_epi16(raw, 4)), m);
-            }
-            k4_common(p, q)
-        }
-        #[inline(always)]
-        unsafe fn ipair(w: &KW, rec: *const u8) -> (__m256i, __m256i) {
-            let bs = _mm256_load_si256(rec.add(256) as *const _);
-            (products(w, rec), _mm256_madd_epi16(w.m16, bs))
-        }
-        fn scales(w: &KW) -> (f32, f32) {
-            (w.d, w.dmin)
-        }
-    }
-
-    impl Dec2 for Q5K {
-        k_common_impl!();
-        const GB: usize = 176;
-        const EXTRA: bool = true;
-        #[inline(always)]
-        unsafe fn decode(p: *const u8) -> KW {
-            let m = _mm512_set1_epi8(0x0F);
-            let one = _mm512_set1_epi8(1);
-            let qh = _mm256_loadu_si256(p.add(16) as *const _);
-            let mut q = [_mm512_setzero_si512(); 4];
-            for (c, v) in q.iter_mut().enumerate() {
-                let raw = _mm256_loadu_si256(p.add(48 + 32 * c) as *const _);
-                // bit 2c of qh is the fifth bit of value 64c + j, bit 2c+1 that of 64c + 32 + j
-                let h = join(
-                    _mm256_srl_epi16(qh, _mm_cvtsi32_si128((2 * c) as i32)),
-                    _mm256_srl_epi16(qh, _mm_cvtsi32_si128((2 * c + 1) as i32)),
-                );
-                let lo = _mm512_and_si512(join(raw, _mm256_srli_epi16(raw, 4)), m);
-                *v = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(h, one), 4));
-            }
-            k4_common(p, q)
-        }
-        #[inline(always)]
-        unsafe fn ipair(w: &KW, rec: *const u8) -> (__m256i, __m256i) {
-            let bs = _mm256_load_si256(rec.add(256) as *const _);
-            (products(w, rec), _mm256_madd_epi16(w.m16, bs))
-        }
-        fn scales(w: &KW) -> (f32, f32) {
-            (w.d, w.dmin)
-        }
-    }
-
-    impl Dec2 for Q6K {
-        k_common_impl!();
-        const GB: usize = 210;
-        const EXTRA: bool = false;
-        #[inline(always)]
-        unsafe fn decode(p: *const u8) -> KW {
-            let m4 = _mm256_set1_epi8(0x0F);
-            let m2 = _mm256_set1_epi8(0x03);
-            let mut q32 = [_mm256_setzero_si256(); 8];
-            for h in 0..2 {
-                let ql0 = _mm256_loadu_si256(p.add(64 * h) as *const _);
-                let ql1 = _mm256_loadu_si256(p.add(64 * h + 32) as *const _);
-                let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const _);
-                let hb =
-                    |s: i32| _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)), m2), 4);
-                q32[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(0));
-                q32[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), hb(2));
-                q32[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), hb(4));
-                q32[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hb(6));
-            }
-            let mut q = [_mm512_setzero_si512(); 4];
-            for (c, v) in q.iter_mut().enumerate() {
-                *v = join(q32[2 * c], q32[2 * c + 1]);
-            }
-            // 16 scales of 16 values: vector c covers scales 4c..4c+3, 8 i16 pairs each
-            let s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(192) as *const _));
-            let s512 = _mm512_castsi256_si512(s16);
-            let mut sc = [_mm512_setzero_si512(); 4];
-            for (c, v) in sc.iter_mut().enumerate() {
-                let k = 4 * c as i16;
-                let idx = join(
-                    _mm256_set_m128i(_mm_set1_epi16(k + 1), _mm_set1_epi16(k)),
-                    _mm256_set_m128i(_mm_set1_epi16(k + 3), _mm_set1_epi16(k + 2)),
-                );
-                *v = _mm512_permutexvar_epi16(idx, s512);
-            }
-            KW { q, sc, m16: s16, d: rd_f16(p.add(208)), dmin: 0.0 }
-        }
-        #[inline(always)]
-        unsafe fn ipair(w: &KW, rec: *const u8) -> (__m256i, __m256i) {
-            // the stored values are q + 32: subtract 32 · Σ scale·bsum
-            let bs = _mm256_load_si256(rec.add(256) as *const _);
-            let corr = _mm256_slli_epi32(_mm256_madd_epi16(w.m16, bs), 5);
-            (_mm256_sub_epi32(products(w, rec), corr), _mm256_setzero_si256())
-        }
-        fn scales(w: &KW) -> (f32, f32) {
-            (w.d, 0.0)
-        }
-    }
+    widened!(Q4K, avx2::Q4K);
+    widened!(Q5K, avx2::Q5K);
+    widened!(Q6K, avx2::Q6K);
 }
 
 #[cfg(test)]
