@@ -149,6 +149,35 @@ describe("batched decoding", () => {
   });
 });
 
+describe("logits belong to their caller", () => {
+  // One-token evaluations hand over the engine's array without copying it (the per-token path);
+  // batched ones copy each caller's rows. Either way no later call, and no other caller, may see
+  // or change them.
+  it("later evaluations, concurrent callers and writes into a result leave other results alone", async () => {
+    for (const backend of BACKENDS) {
+      await using model = await coil.loadModel(MAMBA2, { backend });
+      await using ctx = model.createContext({ sequences: 2 });
+      const [a, b] = [ctx.sequence(0), ctx.sequence(1)];
+      const first = await a.evaluate([5]);
+      const kept = first.slice();
+      const second = await a.evaluate([6]);
+      expect(second.buffer).not.toBe(first.buffer);
+      second.fill(1e9);
+      expect(first).toEqual(kept);
+      // Two sequences in one engine call: each gets a whole array of its own.
+      const [x, y] = await Promise.all([a.evaluate([7]), b.evaluate([7])]);
+      expect(ctx.batchStats.batched).toBeGreaterThan(0);
+      expect(x.length).toBe(ctx.nVocab);
+      expect(x.buffer).not.toBe(y.buffer);
+      expect(x.buffer.byteLength).toBe(x.byteLength);
+      const yKept = y.slice();
+      x.fill(-1);
+      expect(y).toEqual(yKept);
+      expect(first).toEqual(kept);
+    }
+  });
+});
+
 describe("fork, truncate, slots", () => {
   it("fork shares until written; CONTEXT_FULL when no slot is free; dispose frees it", async () => {
     for (const backend of BACKENDS) {
