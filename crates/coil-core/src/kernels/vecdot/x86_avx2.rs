@@ -72,7 +72,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 
 /// An f16 at `p` to f32 with F16C (exact, like `f16_to_f32`).
 #[inline(always)]
-pub(super) unsafe fn rd_f16(p: *const u8) -> f32 {
+unsafe fn rd_f16(p: *const u8) -> f32 {
     let h = u16::from_le(std::ptr::read_unaligned(p as *const u16));
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }

@@ -1228,7 +1228,7 @@ mod kquant {
     // Q5_K 21.2 vs 19.7; Q6_K 26.0 vs 30.3, so Q6_K takes AVX-512). Both give the same bits.
     unsafe fn tile_q4_k(rows: usize, rn: usize, a: &TileArgs) {
         if rn == 1 {
-            super::super::x86_avx2::tile_q4_k(rows, rn, a)
+            avx2::tile_q4_k(rows, rn, a)
         } else {
             tile_q4_k_512(rows, rn, a)
         }
@@ -1236,7 +1236,7 @@ mod kquant {
 
     unsafe fn tile_q5_k(rows: usize, rn: usize, a: &TileArgs) {
         if rn == 1 {
-            super::super::x86_avx2::tile_q5_k(rows, rn, a)
+            avx2::tile_q5_k(rows, rn, a)
         } else {
             tile_q5_k_512(rows, rn, a)
         }
