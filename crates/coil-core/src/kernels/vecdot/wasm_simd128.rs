@@ -716,7 +716,7 @@ macro_rules! tile_dispatch_mv {
             }
             for r in 0..rows {
                 if a.prefetch {
-                    $crate::kernels::vecdot::wasm_simd128::touch_ahead(a, rows, r);
+                    touch_ahead(a, rows, r);
                 }
                 $f::<$($g,)* 1, 1>(&TileArgs { w: a.w.add(r * a.row_bytes), out: a.out.add(r), ..*a });
             }
