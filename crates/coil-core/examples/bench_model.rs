@@ -55,6 +55,10 @@ fn main() {
                 Arch::Mamba => SynthSpec::mamba_130m(),
                 Arch::Mamba2 => SynthSpec::mamba2_130m(),
                 Arch::Jamba => SynthSpec::jamba_bench(),
+                other => {
+                    eprintln!("no synthetic {} shape yet: pass --gguf FILE", other.name());
+                    std::process::exit(2)
+                }
             };
             spec.matrix_type = ty;
             // `--vocab FILE.gguf`: take that file's tokenizer (llama.cpp-based peers refuse a

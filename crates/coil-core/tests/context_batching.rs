@@ -286,6 +286,7 @@ fn state_size() {
         let conv_dim = match hp.arch {
             Arch::Mamba | Arch::Jamba => hp.d_inner,
             Arch::Mamba2 => hp.d_inner + 2 * hp.n_group * hp.d_state,
+            other => panic!("{name}: no expected state size for {other:?}"),
         };
         // Attention layers hold no recurrent state.
         let n_rec = (0..hp.n_layer).filter(|&l| !hp.is_attention(l)).count();

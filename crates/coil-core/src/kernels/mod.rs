@@ -10,6 +10,7 @@ pub mod dot;
 pub mod matmul;
 pub mod norm;
 pub mod ops;
+pub mod rope;
 pub mod ssm;
 pub mod vecdot;
 

@@ -12,8 +12,10 @@
 //!
 //! Both end in the same validated [`Weights`]: every tensor's shape checked against the
 //! hyperparameters (`BAD_TENSOR_SHAPE`, `MISSING_TENSOR`, `MISSING_KEY` naming the tensor or key),
-//! `UNKNOWN_ARCHITECTURE` for anything but `mamba`, `mamba2` and `jamba`.
+//! `UNKNOWN_ARCHITECTURE` for an architecture coil does not run (`hparams::ARCHS` lists those it does).
 
+mod archs;
+mod blocks;
 pub(crate) mod compat;
 pub mod graph;
 pub mod hparams;
@@ -27,10 +29,7 @@ use crate::gguf::GgufFile;
 use crate::tokenizer::{DetokenizeOptions, StreamDecoder, Tokenizer};
 
 pub use hparams::{Arch, HParams};
-pub use weights::{
-    ArchWeights, AttnLayer, Ffn, JambaLayer, JambaMixer, JambaWeights, Mamba2Layer, Mamba2Weights, MambaLayer,
-    MambaWeights, Matrix, Weights,
-};
+pub use weights::{Matrix, Weights};
 
 pub struct Model {
     file: GgufFile,

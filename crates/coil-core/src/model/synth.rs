@@ -136,6 +136,7 @@ impl SynthSpec {
             Arch::Mamba => SynthSpec::mamba_130m(),
             Arch::Mamba2 => SynthSpec::mamba2_130m(),
             Arch::Jamba => SynthSpec::jamba_bench(),
+            other => SynthSpec { arch: other, ..SynthSpec::mamba2_130m() },
         };
         s.n_vocab = 96;
         s.n_embd = 32;
@@ -196,6 +197,9 @@ fn encode(ty: GgmlType, v: &[f32], cols: usize) -> Result<Vec<u8>> {
 pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
     let mut g = Gen(SplitMix64::new(s.seed));
     let a = s.arch.name();
+    if !matches!(s.arch, Arch::Mamba | Arch::Mamba2 | Arch::Jamba) {
+        return Err(CoilError::new(ErrorCode::InvalidArgument, format!("synth: {a} models are not supported yet")));
+    }
     let (d, e, n, k) = (s.n_embd, s.d_inner, s.d_state, s.d_conv);
     let mut w = GgufWriter::new();
     let u32v = |x: usize| GgufValue::U32(x as u32);
@@ -242,6 +246,9 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
             w.add_metadata(format!("{a}.ssm.time_step_rank"), u32v(e / s.head_dim));
             w.add_metadata(format!("{a}.ssm.group_count"), u32v(s.n_group));
             (e / s.head_dim, s.n_group)
+        }
+        _ => {
+            return Err(CoilError::new(ErrorCode::InvalidArgument, format!("synth: {a} models are not supported yet")))
         }
     };
     w.add_metadata(format!("{a}.attention.layer_norm_rms_epsilon"), GgufValue::F32(s.eps));
@@ -325,6 +332,12 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
                 f32t(&mut w, b("ssm_d"), vec![1, h as u64], g2.range(h, 0.5, 1.5))?;
                 f32t(&mut w, b("ssm_norm.weight"), vec![(e / gr) as u64, gr as u64], g2.range(e, 0.8, 1.2))?;
                 mat(&mut w, b("ssm_out.weight"), d, e, inv(e))?;
+            }
+            _ => {
+                return Err(CoilError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("synth: {a} models are not supported yet"),
+                ))
             }
         }
         if let Some(j) = jp {

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::compat::WeightRef;
-use super::hparams::{Arch, HParams};
+use super::hparams::HParams;
 use crate::error::{CoilError, ErrorCode, Result};
 use crate::gguf::{GgmlType, GgufFile};
 
@@ -42,14 +42,6 @@ enum Kind {
     F32,
 }
 
-struct Spec {
-    name: String,
-    /// Accepted shapes (ggml order), compared with trailing 1s ignored.
-    shapes: Vec<Vec<u64>>,
-    kind: Kind,
-    required: bool,
-}
-
 fn trim(d: &[u64]) -> &[u64] {
     let mut n = d.len();
     while n > 0 && d[n - 1] == 1 {
@@ -60,85 +52,6 @@ fn trim(d: &[u64]) -> &[u64] {
 
 fn fmt_dims(d: &[u64]) -> String {
     format!("[{}]", d.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", "))
-}
-
-/// The tensors an architecture needs, with their shapes (`n_vocab` known).
-fn specs(hp: &HParams) -> Vec<Spec> {
-    let (d, e, n, k) = (hp.n_embd as u64, hp.d_inner as u64, hp.d_state as u64, hp.d_conv as u64);
-    let v = hp.n_vocab as u64;
-    let mut s = Vec::new();
-    let mut add =
-        |name: String, shapes: Vec<Vec<u64>>, kind: Kind, required: bool| s.push(Spec { name, shapes, kind, required });
-    add("token_embd.weight".into(), vec![vec![d, v]], Kind::Matrix, true);
-    add("output_norm.weight".into(), vec![vec![d]], Kind::F32, true);
-    add("output.weight".into(), vec![vec![d, v]], Kind::Matrix, false);
-    for i in 0..hp.n_layer {
-        let b = |x: &str| format!("blk.{i}.{x}");
-        add(b("attn_norm.weight"), vec![vec![d]], Kind::F32, true);
-        match hp.arch {
-            Arch::Jamba if hp.is_attention(i) => {
-                let q = (hp.n_head_attn * hp.attn_head_dim()) as u64;
-                let kvd = (hp.n_head_kv[i] * hp.attn_head_dim()) as u64;
-                add(b("attn_q.weight"), vec![vec![d, q]], Kind::Matrix, true);
-                add(b("attn_k.weight"), vec![vec![d, kvd]], Kind::Matrix, true);
-                add(b("attn_v.weight"), vec![vec![d, kvd]], Kind::Matrix, true);
-                add(b("attn_q.bias"), vec![vec![q]], Kind::F32, false);
-                add(b("attn_k.bias"), vec![vec![kvd]], Kind::F32, false);
-                add(b("attn_v.bias"), vec![vec![kvd]], Kind::F32, false);
-                add(b("attn_output.weight"), vec![vec![q, d]], Kind::Matrix, true);
-                add(b("attn_output.bias"), vec![vec![d]], Kind::F32, false);
-            }
-            Arch::Mamba | Arch::Jamba => {
-                let r = hp.dt_rank as u64;
-                add(b("ssm_in.weight"), vec![vec![d, 2 * e]], Kind::Matrix, true);
-                add(b("ssm_conv1d.weight"), vec![vec![k, e]], Kind::F32, true);
-                add(b("ssm_conv1d.bias"), vec![vec![e]], Kind::F32, false);
-                add(b("ssm_x.weight"), vec![vec![e, r + 2 * n]], Kind::Matrix, true);
-                add(b("ssm_dt.weight"), vec![vec![r, e]], Kind::Matrix, true);
-                add(b("ssm_dt.bias"), vec![vec![e]], Kind::F32, false);
-                add(b("ssm_a"), vec![vec![n, e]], Kind::F32, true);
-                add(b("ssm_d"), vec![vec![e]], Kind::F32, true);
-                add(b("ssm_out.weight"), vec![vec![e, d]], Kind::Matrix, true);
-                if hp.arch == Arch::Jamba {
-                    add(b("ssm_dt_norm.weight"), vec![vec![r]], Kind::F32, false);
-                    add(b("ssm_b_norm.weight"), vec![vec![n]], Kind::F32, false);
-                    add(b("ssm_c_norm.weight"), vec![vec![n]], Kind::F32, false);
-                }
-            }
-            Arch::Mamba2 => {
-                let (h, g) = (hp.n_head as u64, hp.n_group as u64);
-                let cd = hp.conv_dim() as u64;
-                add(b("ssm_in.weight"), vec![vec![d, hp.d_in_proj() as u64]], Kind::Matrix, true);
-                add(b("ssm_conv1d.weight"), vec![vec![k, cd]], Kind::F32, true);
-                add(b("ssm_conv1d.bias"), vec![vec![cd]], Kind::F32, false);
-                add(b("ssm_dt.bias"), vec![vec![h]], Kind::F32, false);
-                add(b("ssm_a"), vec![vec![1, h], vec![h]], Kind::F32, true);
-                add(b("ssm_d"), vec![vec![1, h], vec![h]], Kind::F32, true);
-                add(b("ssm_norm.weight"), vec![vec![e / g, g], vec![e]], Kind::F32, true);
-                add(b("ssm_out.weight"), vec![vec![e, d]], Kind::Matrix, true);
-            }
-        }
-        if hp.arch == Arch::Jamba {
-            let (f, x) = (hp.n_ff as u64, hp.n_expert as u64);
-            add(b("ffn_norm.weight"), vec![vec![d]], Kind::F32, true);
-            if hp.moe[i] {
-                add(b("ffn_gate_inp.weight"), vec![vec![d, x]], Kind::Matrix, true);
-                add(b("ffn_gate_exps.weight"), vec![vec![d, f, x]], Kind::Matrix, true);
-                add(b("ffn_up_exps.weight"), vec![vec![d, f, x]], Kind::Matrix, true);
-                add(b("ffn_down_exps.weight"), vec![vec![f, d, x]], Kind::Matrix, true);
-            } else {
-                add(b("ffn_gate.weight"), vec![vec![d, f]], Kind::Matrix, true);
-                add(b("ffn_up.weight"), vec![vec![d, f]], Kind::Matrix, true);
-                add(b("ffn_down.weight"), vec![vec![f, d]], Kind::Matrix, true);
-            }
-        }
-    }
-    s
-}
-
-/// The layer index in a `blk.{i}.` tensor name (0 for others).
-fn layer_of(name: &str) -> usize {
-    name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|i| i.parse().ok()).unwrap_or(0)
 }
 
 /// What a model needs from its file: hyperparameters and the tensors, all checked.
@@ -171,106 +84,213 @@ impl Plan {
             ));
         }
         hp.n_vocab = dims[1] as usize;
-        let index_of: HashMap<&str, usize> =
-            file.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
-        let mut tensors = Vec::new();
-        let mut by_name = HashMap::new();
-        for spec in specs(&hp) {
-            let Some(&idx) = index_of.get(spec.name.as_str()) else {
-                if spec.required {
-                    return Err(CoilError::new(ErrorCode::MissingTensor, format!("missing tensor {}", spec.name)));
-                }
-                continue;
-            };
-            let t = &file.tensors[idx];
-            let got = trim(&t.dims);
-            if !spec.shapes.iter().any(|s| trim(s) == got) {
-                let want: Vec<String> = spec.shapes.iter().map(|s| fmt_dims(s)).collect();
-                return Err(CoilError::new(
-                    ErrorCode::BadTensorShape,
-                    format!(
-                        "tensor {} has shape {}, expected {} for this {} model (d_model {}, d_inner {}, d_state {}, d_conv {}{})",
-                        spec.name,
-                        fmt_dims(&t.dims),
-                        want.join(" or "),
-                        hp.arch.name(),
-                        hp.n_embd,
-                        hp.d_inner,
-                        hp.d_state,
-                        hp.d_conv,
-                        match hp.arch {
-                            Arch::Mamba => format!(", dt_rank {}", hp.dt_rank),
-                            Arch::Mamba2 => format!(", {} heads, {} groups", hp.n_head, hp.n_group),
-                            Arch::Jamba => format!(
-                                ", dt_rank {}, {} attention heads, head_count_kv {}, n_ff {}, {} experts",
-                                hp.dt_rank,
-                                hp.n_head_attn,
-                                hp.n_head_kv.get(layer_of(&spec.name)).copied().unwrap_or(0),
-                                hp.n_ff,
-                                hp.n_expert
-                            ),
-                        }
-                    ),
-                ));
-            }
-            let ty = t.ggml_type.ok_or_else(|| {
-                CoilError::new(
-                    ErrorCode::UnsupportedType,
-                    format!("tensor {} has unknown type id {}", spec.name, t.type_id),
-                )
-            })?;
-            match spec.kind {
-                Kind::F32 if ty != GgmlType::F32 => {
-                    return Err(CoilError::new(
-                        ErrorCode::UnsupportedType,
-                        format!("tensor {} is {ty}: coil needs norms, conv weights, A, D and biases in F32", spec.name),
-                    ))
-                }
-                Kind::Matrix if !MATRIX_TYPES.contains(&ty) => {
-                    return Err(CoilError::new(
-                        ErrorCode::UnsupportedType,
-                        format!(
-                            "tensor {} is {ty}: coil computes with F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K matrices",
-                            spec.name
-                        ),
-                    ))
-                }
-                _ => {}
-            }
-            let range = file.tensor_range(t).ok_or_else(|| {
-                CoilError::new(
-                    ErrorCode::BadTensorShape,
-                    format!("tensor {}: its size is not a whole number of {ty} blocks", spec.name),
-                )
-            })?;
-            if range.end > file.file_size {
-                return Err(CoilError::new(
-                    ErrorCode::GgufTensorOutOfBounds,
-                    format!(
-                        "tensor {}: its data ends at byte {} of a {}-byte file",
-                        spec.name, range.end, file.file_size
-                    ),
-                ));
-            }
-            let n_cols = got.first().copied().unwrap_or(1) as usize;
-            let n_rows = (t.n_elements() / n_cols.max(1) as u64) as usize;
-            by_name.insert(spec.name.clone(), tensors.len());
-            tensors.push(TensorRef {
-                index: idx,
-                name: spec.name,
-                ty,
-                offset: range.start,
-                len: (range.end - range.start) as usize,
-                n_cols,
-                n_rows,
-            });
-        }
+        let mut l = Loader {
+            hp: &hp,
+            src: Source::Plan {
+                file,
+                index_of: file.tensors.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect(),
+                tensors: Vec::new(),
+                by_name: HashMap::new(),
+            },
+        };
+        load_all(&mut l)?;
+        let Source::Plan { tensors, by_name, .. } = l.src else { unreachable!() };
         Ok(Plan { hp, tensors, by_name })
     }
 
     fn get(&self, name: &str) -> Option<&TensorRef> {
         self.by_name.get(name).map(|&i| &self.tensors[i])
     }
+}
+
+/// Declares and fetches the tensors of a model. Each architecture's `load` runs twice through
+/// it: once over the file's header ([`Plan::new`]: every tensor found, its shape and type
+/// checked, the list of what to read made — placeholder values come back), once over the bytes
+/// ([`Weights::build`]: the values). So which tensors an architecture needs is written once.
+pub(crate) struct Loader<'a> {
+    pub hp: &'a HParams,
+    src: Source<'a>,
+}
+
+enum Source<'a> {
+    Plan {
+        file: &'a GgufFile,
+        index_of: HashMap<&'a str, usize>,
+        tensors: Vec<TensorRef>,
+        by_name: HashMap<String, usize>,
+    },
+    Build {
+        plan: &'a Plan,
+        storage: &'a Storage,
+    },
+}
+
+impl Loader<'_> {
+    /// Whether the file has a tensor of that name (planning) / the plan took it (building).
+    pub fn has(&self, name: &str) -> bool {
+        match &self.src {
+            Source::Plan { index_of, .. } => index_of.contains_key(name),
+            Source::Build { plan, .. } => plan.by_name.contains_key(name),
+        }
+    }
+
+    /// Finds, checks and records tensor `name`; `None` if it is absent and optional.
+    fn take(&mut self, name: &str, shapes: &[&[u64]], kind: Kind, required: bool) -> Result<Option<TensorRef>> {
+        let hp = self.hp;
+        match &mut self.src {
+            Source::Build { plan, .. } => match plan.get(name) {
+                Some(t) => Ok(Some(t.clone())),
+                None if required => Err(CoilError::new(ErrorCode::MissingTensor, format!("missing tensor {name}"))),
+                None => Ok(None),
+            },
+            Source::Plan { file, index_of, tensors, by_name } => {
+                if let Some(&slot) = by_name.get(name) {
+                    return Ok(Some(tensors[slot].clone()));
+                }
+                let Some(&idx) = index_of.get(name) else {
+                    if required {
+                        return Err(CoilError::new(ErrorCode::MissingTensor, format!("missing tensor {name}")));
+                    }
+                    return Ok(None);
+                };
+                let t = &file.tensors[idx];
+                let got = trim(&t.dims);
+                if !shapes.iter().any(|s| trim(s) == got) {
+                    let want: Vec<String> = shapes.iter().map(|s| fmt_dims(s)).collect();
+                    return Err(CoilError::new(
+                        ErrorCode::BadTensorShape,
+                        format!(
+                            "tensor {name} has shape {}, expected {} for this {} model ({})",
+                            fmt_dims(&t.dims),
+                            want.join(" or "),
+                            hp.arch.name(),
+                            hp.summary()
+                        ),
+                    ));
+                }
+                let ty = t.ggml_type.ok_or_else(|| {
+                    CoilError::new(
+                        ErrorCode::UnsupportedType,
+                        format!("tensor {name} has unknown type id {}", t.type_id),
+                    )
+                })?;
+                match kind {
+                    Kind::F32 if ty != GgmlType::F32 => {
+                        return Err(CoilError::new(
+                            ErrorCode::UnsupportedType,
+                            format!("tensor {name} is {ty}: coil needs norms, conv weights, A, D and biases in F32"),
+                        ))
+                    }
+                    Kind::Matrix if !MATRIX_TYPES.contains(&ty) => {
+                        return Err(CoilError::new(
+                            ErrorCode::UnsupportedType,
+                            format!(
+                                "tensor {name} is {ty}: coil computes with F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K matrices"
+                            ),
+                        ))
+                    }
+                    _ => {}
+                }
+                let range = file.tensor_range(t).ok_or_else(|| {
+                    CoilError::new(
+                        ErrorCode::BadTensorShape,
+                        format!("tensor {name}: its size is not a whole number of {ty} blocks"),
+                    )
+                })?;
+                if range.end > file.file_size {
+                    return Err(CoilError::new(
+                        ErrorCode::GgufTensorOutOfBounds,
+                        format!("tensor {name}: its data ends at byte {} of a {}-byte file", range.end, file.file_size),
+                    ));
+                }
+                let n_cols = got.first().copied().unwrap_or(1) as usize;
+                let n_rows = (t.n_elements() / n_cols.max(1) as u64) as usize;
+                let r = TensorRef {
+                    index: idx,
+                    name: name.to_string(),
+                    ty,
+                    offset: range.start,
+                    len: (range.end - range.start) as usize,
+                    n_cols,
+                    n_rows,
+                };
+                by_name.insert(name.to_string(), tensors.len());
+                tensors.push(r.clone());
+                Ok(Some(r))
+            }
+        }
+    }
+
+    fn matrix(&mut self, name: &str, shape: &[u64], required: bool) -> Result<Option<Matrix>> {
+        let Some(t) = self.take(name, &[shape], Kind::Matrix, required)? else { return Ok(None) };
+        let loc = match &self.src {
+            Source::Plan { by_name, .. } => Loc { slot: by_name[name], offset: t.offset, len: t.len },
+            Source::Build { plan, .. } => Loc { slot: plan.by_name[name], offset: t.offset, len: t.len },
+        };
+        let mut m = Matrix { ty: t.ty, n_rows: t.n_rows, n_cols: t.n_cols, loc, finite: false };
+        if let Source::Build { storage, .. } = &self.src {
+            // Validate once here, so evaluation never meets a bad matrix.
+            WeightRef::new(m.ty, storage.bytes(m.loc), m.n_rows, m.n_cols)
+                .map_err(|e| CoilError::new(e.code, format!("tensor {name}: {}", e.message)))?;
+            if cfg!(target_arch = "wasm32") && m.ty == GgmlType::F16 {
+                m.finite = crate::kernels::matmul::f16_all_finite(storage.bytes(m.loc));
+            }
+        }
+        Ok(Some(m))
+    }
+
+    fn floats(&mut self, name: &str, shapes: &[&[u64]], required: bool) -> Result<Option<Vec<f32>>> {
+        let Some(t) = self.take(name, shapes, Kind::F32, required)? else { return Ok(None) };
+        Ok(Some(match &self.src {
+            Source::Plan { .. } => vec![0.0; t.len / 4],
+            Source::Build { plan, storage } => {
+                let b = storage.bytes(Loc { slot: plan.by_name[name], offset: t.offset, len: t.len });
+                b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            }
+        }))
+    }
+
+    /// A required matrix of ggml shape `shape`.
+    pub fn mat(&mut self, name: &str, shape: &[u64]) -> Result<Matrix> {
+        Ok(self.matrix(name, shape, true)?.expect("required"))
+    }
+
+    /// An optional matrix.
+    pub fn mat_opt(&mut self, name: &str, shape: &[u64]) -> Result<Option<Matrix>> {
+        self.matrix(name, shape, false)
+    }
+
+    /// A required F32 tensor of one of `shapes`, copied out.
+    pub fn f32(&mut self, name: &str, shapes: &[&[u64]]) -> Result<Vec<f32>> {
+        Ok(self.floats(name, shapes, true)?.expect("required"))
+    }
+
+    /// An optional F32 tensor.
+    pub fn f32_opt(&mut self, name: &str, shapes: &[&[u64]]) -> Result<Option<Vec<f32>>> {
+        self.floats(name, shapes, false)
+    }
+}
+
+/// The token embedding, the output head and the architecture's layers.
+struct Loaded {
+    token_embd: Matrix,
+    output_norm: Vec<f32>,
+    output: Matrix,
+    tied_output: bool,
+    layers: Box<dyn super::archs::Layers>,
+}
+
+fn load_all(l: &mut Loader) -> Result<Loaded> {
+    let hp = l.hp;
+    let (d, v) = (hp.n_embd as u64, hp.n_vocab as u64);
+    let token_embd = l.mat("token_embd.weight", &[d, v])?;
+    let layers = super::archs::load(l)?;
+    let output_norm = l.f32(super::archs::output_norm_name(hp.arch), &[&[d]])?;
+    let (output, tied_output) = match l.mat_opt("output.weight", &[d, v])? {
+        Some(m) => (m, false),
+        None => (token_embd, true),
+    };
+    Ok(Loaded { token_embd, output_norm, output, tied_output, layers })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,92 +366,6 @@ pub struct Matrix {
     finite: bool,
 }
 
-pub struct MambaLayer {
-    pub attn_norm: Vec<f32>,
-    pub ssm_in: Matrix,
-    /// `[K][E]`.
-    pub conv_w: Vec<f32>,
-    pub conv_b: Option<Vec<f32>>,
-    pub ssm_x: Matrix,
-    pub ssm_dt: Matrix,
-    pub dt_bias: Option<Vec<f32>>,
-    /// `[N][E]`.
-    pub a: Vec<f32>,
-    pub d: Vec<f32>,
-    pub ssm_out: Matrix,
-    /// Jamba: RMS norm weights on dt_r (`[R]`), B and C (`[N]`), when the file has them.
-    pub dt_norm: Option<Vec<f32>>,
-    pub b_norm: Option<Vec<f32>>,
-    pub c_norm: Option<Vec<f32>>,
-}
-
-/// A Jamba attention mixer (no RoPE, grouped-query).
-pub struct AttnLayer {
-    pub wq: Matrix,
-    pub wk: Matrix,
-    pub wv: Matrix,
-    pub wo: Matrix,
-    pub bq: Option<Vec<f32>>,
-    pub bk: Option<Vec<f32>>,
-    pub bv: Option<Vec<f32>>,
-    pub bo: Option<Vec<f32>>,
-    pub n_head_kv: usize,
-}
-
-pub enum JambaMixer {
-    Mamba(MambaLayer),
-    Attention(AttnLayer),
-}
-
-/// A SwiGLU FFN: `down(silu(gate·x) ⊙ up·x)`, dense or as `n_expert` stacked experts behind a
-/// softmax router (`router`: `n_expert` rows of D; the experts' matrices hold `n_expert` blocks
-/// of rows, expert `x` at rows `x·n_rows_per_expert..`).
-pub enum Ffn {
-    Dense { gate: Matrix, up: Matrix, down: Matrix },
-    Moe { router: Matrix, gate: Matrix, up: Matrix, down: Matrix },
-}
-
-pub struct JambaLayer {
-    pub attn_norm: Vec<f32>,
-    pub mixer: JambaMixer,
-    pub ffn_norm: Vec<f32>,
-    pub ffn: Ffn,
-}
-
-pub struct JambaWeights {
-    pub layers: Vec<JambaLayer>,
-}
-
-pub struct Mamba2Layer {
-    pub attn_norm: Vec<f32>,
-    pub ssm_in: Matrix,
-    /// `[K][E+2GN]`.
-    pub conv_w: Vec<f32>,
-    pub conv_b: Option<Vec<f32>>,
-    pub dt_bias: Option<Vec<f32>>,
-    /// `[H]`.
-    pub a: Vec<f32>,
-    /// `[H]`.
-    pub d: Vec<f32>,
-    /// `[E]`, group-major.
-    pub norm: Vec<f32>,
-    pub ssm_out: Matrix,
-}
-
-pub struct MambaWeights {
-    pub layers: Vec<MambaLayer>,
-}
-
-pub struct Mamba2Weights {
-    pub layers: Vec<Mamba2Layer>,
-}
-
-pub enum ArchWeights {
-    Mamba(MambaWeights),
-    Mamba2(Mamba2Weights),
-    Jamba(JambaWeights),
-}
-
 /// Validated weights of a model.
 pub struct Weights {
     pub hp: HParams,
@@ -440,7 +374,9 @@ pub struct Weights {
     /// `output.weight`, or the token embedding when the file has none (tied).
     pub output: Matrix,
     pub tied_output: bool,
-    pub arch: ArchWeights,
+    /// The architecture's layers (`model/archs/`).
+    pub(crate) layers: Box<dyn super::archs::Layers>,
+    bytes: u64,
     storage: Storage,
 }
 
@@ -452,172 +388,27 @@ impl Weights {
 
     /// Builds the weights from a plan whose tensors are all in `storage`.
     pub(crate) fn build(plan: Plan, storage: Storage) -> Result<Weights> {
-        let loc = |t: &TensorRef| Loc { slot: plan.by_name[&t.name], offset: t.offset, len: t.len };
-        let f32s = |name: &str| -> Option<Vec<f32>> {
-            let t = plan.get(name)?;
-            let b = storage.bytes(loc(t));
-            Some(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-        };
-        let req = |name: &str| -> Result<Vec<f32>> {
-            f32s(name).ok_or_else(|| CoilError::new(ErrorCode::MissingTensor, format!("missing tensor {name}")))
-        };
-        let mat = |name: &str| -> Result<Matrix> {
-            let t = plan
-                .get(name)
-                .ok_or_else(|| CoilError::new(ErrorCode::MissingTensor, format!("missing tensor {name}")))?;
-            let mut m = Matrix { ty: t.ty, n_rows: t.n_rows, n_cols: t.n_cols, loc: loc(t), finite: false };
-            // Validate once here, so evaluation never meets a bad matrix.
-            WeightRef::new(m.ty, storage.bytes(m.loc), m.n_rows, m.n_cols)
-                .map_err(|e| CoilError::new(e.code, format!("tensor {name}: {}", e.message)))?;
-            if cfg!(target_arch = "wasm32") && m.ty == GgmlType::F16 {
-                m.finite = crate::kernels::matmul::f16_all_finite(storage.bytes(m.loc));
-            }
-            Ok(m)
-        };
+        let bytes = plan.tensors.iter().map(|t| t.len as u64).sum();
         let hp = plan.hp.clone();
-        let token_embd = mat("token_embd.weight")?;
-        let output_norm = req("output_norm.weight")?;
-        let (output, tied_output) = match plan.get("output.weight") {
-            Some(_) => (mat("output.weight")?, false),
-            None => (token_embd, true),
+        let loaded = {
+            let mut l = Loader { hp: &hp, src: Source::Build { plan: &plan, storage: &storage } };
+            load_all(&mut l)?
         };
-        let (e, n, k) = (hp.d_inner, hp.d_state, hp.d_conv);
-        let mamba_layer = |i: usize| -> Result<MambaLayer> {
-            let b = |x: &str| format!("blk.{i}.{x}");
-            let a_g = req(&b("ssm_a"))?;
-            let mut a = vec![0f32; n * e];
-            for ei in 0..e {
-                for ni in 0..n {
-                    a[ni * e + ei] = a_g[ei * n + ni];
-                }
-            }
-            Ok(MambaLayer {
-                attn_norm: req(&b("attn_norm.weight"))?,
-                ssm_in: mat(&b("ssm_in.weight"))?,
-                conv_w: crate::kernels::conv::transpose_conv_weights(&req(&b("ssm_conv1d.weight"))?, e, k),
-                conv_b: f32s(&b("ssm_conv1d.bias")),
-                ssm_x: mat(&b("ssm_x.weight"))?,
-                ssm_dt: mat(&b("ssm_dt.weight"))?,
-                dt_bias: f32s(&b("ssm_dt.bias")),
-                a,
-                d: req(&b("ssm_d"))?,
-                ssm_out: mat(&b("ssm_out.weight"))?,
-                dt_norm: f32s(&b("ssm_dt_norm.weight")),
-                b_norm: f32s(&b("ssm_b_norm.weight")),
-                c_norm: f32s(&b("ssm_c_norm.weight")),
-            })
-        };
-        let arch = match hp.arch {
-            Arch::Mamba => {
-                let layers = (0..hp.n_layer).map(mamba_layer).collect::<Result<Vec<_>>>()?;
-                ArchWeights::Mamba(MambaWeights { layers })
-            }
-            Arch::Jamba => {
-                let mut layers = Vec::with_capacity(hp.n_layer);
-                for i in 0..hp.n_layer {
-                    let b = |x: &str| format!("blk.{i}.{x}");
-                    let mixer = if hp.is_attention(i) {
-                        JambaMixer::Attention(AttnLayer {
-                            wq: mat(&b("attn_q.weight"))?,
-                            wk: mat(&b("attn_k.weight"))?,
-                            wv: mat(&b("attn_v.weight"))?,
-                            wo: mat(&b("attn_output.weight"))?,
-                            bq: f32s(&b("attn_q.bias")),
-                            bk: f32s(&b("attn_k.bias")),
-                            bv: f32s(&b("attn_v.bias")),
-                            bo: f32s(&b("attn_output.bias")),
-                            n_head_kv: hp.n_head_kv[i],
-                        })
-                    } else {
-                        JambaMixer::Mamba(mamba_layer(i)?)
-                    };
-                    let ffn = if hp.moe[i] {
-                        Ffn::Moe {
-                            router: mat(&b("ffn_gate_inp.weight"))?,
-                            gate: mat(&b("ffn_gate_exps.weight"))?,
-                            up: mat(&b("ffn_up_exps.weight"))?,
-                            down: mat(&b("ffn_down_exps.weight"))?,
-                        }
-                    } else {
-                        Ffn::Dense {
-                            gate: mat(&b("ffn_gate.weight"))?,
-                            up: mat(&b("ffn_up.weight"))?,
-                            down: mat(&b("ffn_down.weight"))?,
-                        }
-                    };
-                    layers.push(JambaLayer {
-                        attn_norm: req(&b("attn_norm.weight"))?,
-                        mixer,
-                        ffn_norm: req(&b("ffn_norm.weight"))?,
-                        ffn,
-                    });
-                }
-                ArchWeights::Jamba(JambaWeights { layers })
-            }
-            Arch::Mamba2 => {
-                let cd = hp.conv_dim();
-                let mut layers = Vec::with_capacity(hp.n_layer);
-                for i in 0..hp.n_layer {
-                    let b = |x: &str| format!("blk.{i}.{x}");
-                    layers.push(Mamba2Layer {
-                        attn_norm: req(&b("attn_norm.weight"))?,
-                        ssm_in: mat(&b("ssm_in.weight"))?,
-                        conv_w: crate::kernels::conv::transpose_conv_weights(&req(&b("ssm_conv1d.weight"))?, cd, k),
-                        conv_b: f32s(&b("ssm_conv1d.bias")),
-                        dt_bias: f32s(&b("ssm_dt.bias")),
-                        a: req(&b("ssm_a"))?,
-                        d: req(&b("ssm_d"))?,
-                        norm: req(&b("ssm_norm.weight"))?,
-                        ssm_out: mat(&b("ssm_out.weight"))?,
-                    });
-                }
-                ArchWeights::Mamba2(Mamba2Weights { layers })
-            }
-        };
-        Ok(Weights { hp, token_embd, output_norm, output, tied_output, arch, storage })
+        Ok(Weights {
+            hp,
+            token_embd: loaded.token_embd,
+            output_norm: loaded.output_norm,
+            output: loaded.output,
+            tied_output: loaded.tied_output,
+            layers: loaded.layers,
+            bytes,
+            storage,
+        })
     }
 
-    /// Bytes of the matrices (in their file types) plus the F32 copies.
+    /// Bytes of the tensors the model uses (matrices in their file types, the F32 copies).
     pub fn bytes(&self) -> u64 {
-        let m = |x: &Matrix| x.loc.len as u64;
-        let v = |x: &Vec<f32>| 4 * x.len() as u64;
-        let o = |x: &Option<Vec<f32>>| x.as_ref().map_or(0, v);
-        let mut total = m(&self.token_embd) + v(&self.output_norm) + if self.tied_output { 0 } else { m(&self.output) };
-        match &self.arch {
-            ArchWeights::Mamba(w) => {
-                for l in &w.layers {
-                    total += v(&l.attn_norm) + m(&l.ssm_in) + v(&l.conv_w) + o(&l.conv_b) + m(&l.ssm_x) + m(&l.ssm_dt);
-                    total += o(&l.dt_bias) + v(&l.a) + v(&l.d) + m(&l.ssm_out);
-                }
-            }
-            ArchWeights::Jamba(w) => {
-                for l in &w.layers {
-                    total += v(&l.attn_norm) + v(&l.ffn_norm);
-                    match &l.mixer {
-                        JambaMixer::Mamba(l) => {
-                            total += m(&l.ssm_in) + v(&l.conv_w) + o(&l.conv_b) + m(&l.ssm_x) + m(&l.ssm_dt);
-                            total += o(&l.dt_bias) + v(&l.a) + v(&l.d) + m(&l.ssm_out);
-                            total += o(&l.dt_norm) + o(&l.b_norm) + o(&l.c_norm);
-                        }
-                        JambaMixer::Attention(a) => {
-                            total += m(&a.wq) + m(&a.wk) + m(&a.wv) + m(&a.wo);
-                            total += o(&a.bq) + o(&a.bk) + o(&a.bv) + o(&a.bo);
-                        }
-                    }
-                    match &l.ffn {
-                        Ffn::Dense { gate, up, down } => total += m(gate) + m(up) + m(down),
-                        Ffn::Moe { router, gate, up, down } => total += m(router) + m(gate) + m(up) + m(down),
-                    }
-                }
-            }
-            ArchWeights::Mamba2(w) => {
-                for l in &w.layers {
-                    total += v(&l.attn_norm) + m(&l.ssm_in) + v(&l.conv_w) + o(&l.conv_b) + o(&l.dt_bias);
-                    total += v(&l.a) + v(&l.d) + v(&l.norm) + m(&l.ssm_out);
-                }
-            }
-        }
-        total
+        self.bytes
     }
 }
 
