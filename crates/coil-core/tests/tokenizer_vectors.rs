@@ -81,6 +81,41 @@ fn gpt2_vectors() {
     assert_eq!(n, 46);
 }
 
+/// `refact`: llama.cpp's name for the pre-tokenizer of Refact and of IBM's Granite 3 / Granite-4.0
+/// tokenizers (digits split one by one, then the GPT-2 split).
+#[test]
+fn refact_vectors() {
+    let n = check("ggml-vocab-refact.gguf", "ggml-vocab-refact.gguf");
+    assert_eq!(n, 46);
+    assert_eq!(load("ggml-vocab-refact.gguf").pre(), Some("refact"));
+}
+
+/// llama.cpp's `llama-bpe` vectors (the Llama-3 tokenizer) through every pre-tokenizer name that
+/// llama.cpp maps to its llama3 split with `ignore_merges`: Falcon-H1 (`falcon-h1`), LFM2
+/// (`lfm2`) and Nemotron-3-Nano (`pixtral`) write those names into their GGUFs.
+#[test]
+fn llama3_family_vectors() {
+    let json = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tokenizer/llama3-tokenizer.json"),
+    )
+    .unwrap();
+    let tests = vectors("ggml-vocab-llama-bpe.gguf");
+    assert_eq!(tests.len(), 46);
+    for pre in ["llama-bpe", "llama3", "falcon-h1", "lfm2", "pixtral"] {
+        let cfg = coil_core::tokenizer::TokenizerConfig::from_hf_tokenizer_json(&json, Some(pre)).unwrap();
+        let tok = Tokenizer::new(cfg).unwrap();
+        assert_eq!(tok.pre(), Some(pre));
+        let mut failures = Vec::new();
+        for (text, want) in &tests {
+            let got = tok.tokenize(text, false, false);
+            if &got != want {
+                failures.push(format!("{text:?}\n   want {want:?}\n    got {got:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{pre}: {} of 46 differ:\n{}", failures.len(), failures.join("\n"));
+    }
+}
+
 #[test]
 fn llama_spm_vectors() {
     let n = check("ggml-vocab-llama-spm.gguf", "ggml-vocab-llama-spm.gguf");

@@ -105,7 +105,9 @@ pub(crate) fn pre_info(name: Option<&str>) -> Result<PreInfo> {
     };
     match name {
         "default" => {}
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" => {
+        // falcon-h1 (Falcon-H1), pixtral (Nemotron-3-Nano), lfm2 (LFM2/LFM2.5): llama.cpp maps them
+        // to its llama3 pre-tokenizer.
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "lfm2" => {
             info.stages = LLAMA3;
             info.ignore_merges = true;
             info.add_bos = true;
@@ -119,6 +121,11 @@ pub(crate) fn pre_info(name: Option<&str>) -> Result<PreInfo> {
         "mpt" | "olmo" | "jais" | "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v1-en"
         | "jina-v2-es" | "jina-v2-de" | "jina-v2-code" | "roberta-bpe" => info.stages = GPT2,
         "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" => info.stages = STARCODER,
+        // Granite-Docling: the plain GPT-2 regex, without the detokenizer's space clean-up.
+        "granite-docling" => {
+            info.stages = GPT2;
+            info.clean_spaces = false;
+        }
         "command-r" | "smollm" => {
             info.stages = STARCODER;
             info.clean_spaces = false;
