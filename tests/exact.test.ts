@@ -18,6 +18,10 @@ const CASES: Array<[string, string, string]> = [
   ["tiny-mamba2", fixture("models/tiny-mamba2.gguf"), "q4_1"],
   ["tiny-jamba", fixture("models/tiny-jamba.gguf"), "q8_0"],
   ["tiny-jamba", fixture("models/tiny-jamba.gguf"), "q5_k"],
+  ["tiny-granite-hybrid", fixture("models/tiny-granite-hybrid.gguf"), "q8_0"],
+  ["tiny-nemotron-h", fixture("models/tiny-nemotron-h.gguf"), "q4_k"],
+  ["tiny-falcon-h1", fixture("models/tiny-falcon-h1.gguf"), "q8_0"],
+  ["tiny-lfm2", fixture("models/tiny-lfm2.gguf"), "q4_0"],
 ];
 const PROMPT = "ROMEO:\nWhat light through yonder window breaks? It is the east.";
 

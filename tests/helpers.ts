@@ -19,7 +19,17 @@ export const VOCABS = [
   "vocab/ggml-vocab-gpt-2.gguf",
   "vocab/ggml-vocab-llama-spm.gguf",
 ];
-export const MODELS = ["models/tiny-mamba.gguf", "models/tiny-mamba2.gguf", "models/tiny-jamba.gguf"];
+export const MODELS = [
+  "models/tiny-mamba.gguf",
+  "models/tiny-mamba2.gguf",
+  "models/tiny-jamba.gguf",
+  "models/tiny-granite-hybrid.gguf",
+  "models/tiny-nemotron-h.gguf",
+  "models/tiny-falcon-h1.gguf",
+  "models/tiny-lfm2.gguf",
+];
+/** The 2025–26 hybrids' tiny models (random weights, llama.cpp's layouts). */
+export const HYBRID_MODELS = MODELS.slice(3);
 
 /** A GGUF of an architecture coil does not run ("llama"), with one tensor so it wants weights. */
 export async function unknownArchGguf(): Promise<Uint8Array> {

@@ -7,12 +7,14 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BACKENDS, coil, fixture, rng } from "./helpers.js";
+import { BACKENDS, coil, fixture, HYBRID_MODELS, rng } from "./helpers.js";
 
 const MAMBA2 = fixture("models/tiny-mamba2.gguf");
 const MAMBA1 = fixture("models/tiny-mamba.gguf");
-/** The models the property test runs on: Mamba-2 and the hybrid Jamba (KV cache + recurrent state). */
-const PROPERTY_MODELS = [MAMBA2, fixture("models/tiny-jamba.gguf")];
+/** The models the property test runs on: Mamba-2, the hybrid Jamba (KV cache + recurrent state),
+ * and the 2025–26 hybrids: Granite-4.0-H, Nemotron-H MoE, Falcon-H1 (KV and recurrent state on
+ * every layer) and LFM2-MoE (conv-only recurrent state). */
+const PROPERTY_MODELS = [MAMBA2, fixture("models/tiny-jamba.gguf"), ...HYBRID_MODELS.map(fixture)];
 
 /** Logits a fresh sequence gives for `add` after `history` (all rows). */
 async function fresh(model: coil.Model, history: number[], add: number[]): Promise<Float32Array> {

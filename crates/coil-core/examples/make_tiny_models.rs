@@ -9,8 +9,10 @@
 //! * `tiny-jamba.gguf`: arch `jamba`, d_model 32, 4 layers (d_inner 64, d_state 16, d_conv 4,
 //!   dt_rank 2), attention on layer 1 (4 heads, head_count_kv [0,2,0,0]), MoE (4 experts, top 2) on
 //!   layers 1 and 3, dense FFN (n_ff 64) on layers 0 and 2, with ssm_dt_norm/b_norm/c_norm.
+//! * `tiny-granite-hybrid.gguf`, `tiny-nemotron-h.gguf` (nemotron_h_moe), `tiny-falcon-h1.gguf`,
+//!   `tiny-lfm2.gguf` (lfm2moe): the 2025–26 hybrids, each function below says its shape.
 //!
-//! All three carry a 256-token byte-level vocabulary (`tokenizer.ggml.model = gpt2`, token i is
+//! All of them carry a 256-token byte-level vocabulary (`tokenizer.ggml.model = gpt2`, token i is
 //! byte i in GPT-2's byte-to-unicode spelling, no merges). Matrices are F16; 1-D tensors, norms,
 //! `ssm_a`, `ssm_d`, conv weights and `ffn_gate_inp` are F32, as the converter forces.
 //!
@@ -139,6 +141,67 @@ impl Model {
         self.f32(&p("ssm_a"), &[n, e], a);
         self.f32(&p("ssm_d"), &[e], vec![1.0; e as usize]);
         self.matrix(&p("ssm_out.weight"), &[e, d]);
+    }
+
+    /// The Mamba-2 mixer tensors of layer `i`, shared by the Mamba-2 hybrids.
+    fn mamba2_mixer(&mut self, i: u64, d: u64, e: u64, n: u64, k: u64, h: u64, groups: u64, norm: bool) {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        let conv_dim = e + 2 * groups * n;
+        self.matrix(&p("ssm_in.weight"), &[d, 2 * e + 2 * groups * n + h]);
+        let conv = self.rng.vec((k * conv_dim) as usize, 1.0 / (k as f32).sqrt());
+        self.f32(&p("ssm_conv1d.weight"), &[k, conv_dim], conv);
+        let conv_b = self.rng.vec(conv_dim as usize, 0.1);
+        self.f32(&p("ssm_conv1d.bias"), &[conv_dim], conv_b);
+        let dt_b = (0..h).map(|_| self.rng.range(-4.6, -2.25)).collect();
+        self.f32(&p("ssm_dt.bias"), &[h], dt_b);
+        let a = (0..h).map(|j| -((1 + j % 16) as f32)).collect();
+        self.f32(&p("ssm_a"), &[1, h], a);
+        let dd = (0..h).map(|_| self.rng.range(0.5, 1.5)).collect();
+        self.f32(&p("ssm_d"), &[1, h], dd);
+        if norm {
+            self.norm(&p("ssm_norm.weight"), &[e / groups, groups]);
+        }
+        self.matrix(&p("ssm_out.weight"), &[e, d]);
+    }
+
+    /// Attention tensors of layer `i`: q `[d, n_head·hd]`, k/v `[d, n_kv·hd]`, output.
+    fn attention(&mut self, i: u64, d: u64, n_head: u64, n_kv: u64, hd: u64) {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        self.matrix(&p("attn_q.weight"), &[d, n_head * hd]);
+        self.matrix(&p("attn_k.weight"), &[d, n_kv * hd]);
+        self.matrix(&p("attn_v.weight"), &[d, n_kv * hd]);
+        self.matrix(&p("attn_output.weight"), &[n_head * hd, d]);
+    }
+
+    /// Experts of layer `i` behind an F32 router (`gate`: SwiGLU experts have a gate).
+    fn experts(&mut self, i: u64, d: u64, f: u64, x: u64, gate: bool) {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        let router = self.rng.vec((d * x) as usize, 2.0 / (d as f32).sqrt());
+        self.f32(&p("ffn_gate_inp.weight"), &[d, x], router);
+        if gate {
+            self.matrix(&p("ffn_gate_exps.weight"), &[d, f, x]);
+        }
+        self.matrix(&p("ffn_down_exps.weight"), &[f, d, x]);
+        self.matrix(&p("ffn_up_exps.weight"), &[d, f, x]);
+    }
+
+    /// A dense FFN `ffn_{gate,up,down}{suffix}` (no gate for ReLU²).
+    fn ffn(&mut self, i: u64, suffix: &str, d: u64, f: u64, gate: bool) {
+        let p = |s: &str| format!("blk.{i}.ffn_{s}{suffix}.weight");
+        if gate {
+            self.matrix(&p("gate"), &[d, f]);
+        }
+        self.matrix(&p("down"), &[f, d]);
+        self.matrix(&p("up"), &[d, f]);
+    }
+
+    fn head(&mut self, d: u64, vocab: u64, output_norm: &str, tied: bool) {
+        let embd = self.rng.vec((d * vocab) as usize, 0.5);
+        self.f16("token_embd.weight", &[d, vocab], embd);
+        self.norm(output_norm, &[d]);
+        if !tied {
+            self.matrix("output.weight", &[d, vocab]);
+        }
     }
 }
 
@@ -279,9 +342,203 @@ pub fn tiny_jamba() -> Vec<u8> {
     m.w.to_bytes().expect("tiny jamba")
 }
 
+pub const TINY_GRANITE_NAME: &str = "coil tiny granitehybrid (random weights)";
+pub const TINY_NEMOTRON_NAME: &str = "coil tiny nemotron_h_moe (random weights)";
+pub const TINY_FALCON_H1_NAME: &str = "coil tiny falcon-h1 (random weights)";
+pub const TINY_LFM2_NAME: &str = "coil tiny lfm2moe (random weights)";
+
+/// Granite-4.0-H's layout: Mamba-2 (2 groups) or attention without RoPE on layer 1, every layer
+/// with a softmax MoE (4 experts, top 2) plus a shared expert, Granite's four scales.
+pub fn tiny_granite_hybrid() -> Vec<u8> {
+    let (d, layers, e, n, k, h, g, vocab) = (32u64, 4u64, 64u64, 16u64, 4u64, 8u64, 2u64, 256u64);
+    let (n_head, n_ff, n_shexp, n_expert) = (4u64, 32u64, 48u64, 4u64);
+    let kv: [i32; 4] = [0, 2, 0, 0];
+    let a = "granitehybrid";
+    let mut m = Model::new(a, TINY_GRANITE_NAME, 0x6772_616e_6974);
+    m.kv("general.file_type", FTYPE_MOSTLY_F16);
+    m.kv(&format!("{a}.block_count"), layers as u32);
+    m.kv(&format!("{a}.context_length"), 1u32 << 20);
+    m.kv(&format!("{a}.embedding_length"), d as u32);
+    m.kv(&format!("{a}.feed_forward_length"), n_ff as u32);
+    m.kv(&format!("{a}.attention.head_count"), n_head as u32);
+    m.kv(&format!("{a}.attention.head_count_kv"), GgufValue::Array(GgufArray::I32(kv.to_vec())));
+    m.kv(&format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32);
+    m.kv(&format!("{a}.attention.scale"), 0.3f32);
+    m.kv(&format!("{a}.embedding_scale"), 6.0f32);
+    m.kv(&format!("{a}.residual_scale"), 0.5f32);
+    m.kv(&format!("{a}.logit_scale"), 2.0f32);
+    m.kv(&format!("{a}.rope.scaling.finetuned"), false);
+    m.kv(&format!("{a}.expert_count"), n_expert as u32);
+    m.kv(&format!("{a}.expert_used_count"), 2u32);
+    m.kv(&format!("{a}.expert_shared_feed_forward_length"), n_shexp as u32);
+    m.kv(&format!("{a}.ssm.conv_kernel"), k as u32);
+    m.kv(&format!("{a}.ssm.inner_size"), e as u32);
+    m.kv(&format!("{a}.ssm.state_size"), n as u32);
+    m.kv(&format!("{a}.ssm.time_step_rank"), h as u32);
+    m.kv(&format!("{a}.ssm.group_count"), g as u32);
+    m.vocab(vocab);
+    m.head(d, vocab, "output_norm.weight", false);
+    for i in 0..layers {
+        m.norm(&format!("blk.{i}.attn_norm.weight"), &[d]);
+        if kv[i as usize] == 0 {
+            m.mamba2_mixer(i, d, e, n, k, h, g, true);
+        } else {
+            m.attention(i, d, n_head, kv[i as usize] as u64, d / n_head);
+        }
+        m.norm(&format!("blk.{i}.ffn_norm.weight"), &[d]);
+        m.experts(i, d, n_ff, n_expert, true);
+        m.ffn(i, "_shexp", d, n_shexp, true);
+    }
+    m.w.to_bytes().expect("tiny granitehybrid")
+}
+
+/// Nemotron-H MoE's layout, pattern `M E * M E`: Mamba-2 (2 groups), sigmoid MoEs of ReLU²
+/// experts (selection bias, renormalised, ×2.5) with a ReLU² shared expert, attention without
+/// RoPE with head size 12 (not d/heads).
+pub fn tiny_nemotron_h() -> Vec<u8> {
+    let (d, layers, e, n, k, h, g, vocab) = (32u64, 5u64, 64u64, 16u64, 4u64, 8u64, 2u64, 256u64);
+    let (n_head, hd, n_ff_exp, n_shexp, n_expert) = (4u64, 12u64, 32u64, 40u64, 4u64);
+    let kv: [i32; 5] = [0, 0, 2, 0, 0];
+    let ff: [i32; 5] = [0, 64, 0, 0, 64];
+    let a = "nemotron_h_moe";
+    let mut m = Model::new(a, TINY_NEMOTRON_NAME, 0x6e65_6d6f_7472);
+    m.kv("general.file_type", FTYPE_MOSTLY_F16);
+    m.kv(&format!("{a}.block_count"), layers as u32);
+    m.kv(&format!("{a}.context_length"), 1u32 << 20);
+    m.kv(&format!("{a}.embedding_length"), d as u32);
+    m.kv(&format!("{a}.feed_forward_length"), GgufValue::Array(GgufArray::I32(ff.to_vec())));
+    m.kv(&format!("{a}.attention.head_count"), n_head as u32);
+    m.kv(&format!("{a}.attention.head_count_kv"), GgufValue::Array(GgufArray::I32(kv.to_vec())));
+    m.kv(&format!("{a}.attention.key_length"), hd as u32);
+    m.kv(&format!("{a}.attention.value_length"), hd as u32);
+    m.kv(&format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32);
+    m.kv(&format!("{a}.expert_count"), n_expert as u32);
+    m.kv(&format!("{a}.expert_used_count"), 2u32);
+    m.kv(&format!("{a}.expert_feed_forward_length"), n_ff_exp as u32);
+    m.kv(&format!("{a}.expert_shared_feed_forward_length"), n_shexp as u32);
+    m.kv(&format!("{a}.expert_weights_norm"), true);
+    m.kv(&format!("{a}.expert_weights_scale"), 2.5f32);
+    m.kv(&format!("{a}.ssm.conv_kernel"), k as u32);
+    m.kv(&format!("{a}.ssm.inner_size"), e as u32);
+    m.kv(&format!("{a}.ssm.state_size"), n as u32);
+    m.kv(&format!("{a}.ssm.time_step_rank"), h as u32);
+    m.kv(&format!("{a}.ssm.group_count"), g as u32);
+    m.vocab(vocab);
+    m.head(d, vocab, "output_norm.weight", false);
+    for i in 0..layers {
+        m.norm(&format!("blk.{i}.attn_norm.weight"), &[d]);
+        if ff[i as usize] > 0 {
+            m.experts(i, d, n_ff_exp, n_expert, false);
+            let bias = m.rng.vec(n_expert as usize, 0.3);
+            m.f32(&format!("blk.{i}.exp_probs_b.bias"), &[n_expert], bias);
+            m.ffn(i, "_shexp", d, n_shexp, false);
+        } else if kv[i as usize] > 0 {
+            m.attention(i, d, n_head, kv[i as usize] as u64, hd);
+        } else {
+            m.mamba2_mixer(i, d, e, n, k, h, g, true);
+        }
+    }
+    m.w.to_bytes().expect("tiny nemotron_h_moe")
+}
+
+/// Falcon-H1's layout: attention (RoPE NEOX, 4 heads / 2 KV) and Mamba-2 (d_inner 48, not 2·d)
+/// in parallel on both layers, the FFN norm without `.weight`, tied output.
+pub fn tiny_falcon_h1() -> Vec<u8> {
+    let (d, layers, e, n, k, h, g, vocab) = (32u64, 2u64, 48u64, 16u64, 4u64, 6u64, 1u64, 256u64);
+    let (n_head, n_kv, n_ff) = (4u64, 2u64, 64u64);
+    let a = "falcon-h1";
+    let mut m = Model::new(a, TINY_FALCON_H1_NAME, 0x6661_6c63_6f6e);
+    m.kv("general.file_type", FTYPE_MOSTLY_F16);
+    m.kv(&format!("{a}.block_count"), layers as u32);
+    m.kv(&format!("{a}.context_length"), 16384u32);
+    m.kv(&format!("{a}.embedding_length"), d as u32);
+    m.kv(&format!("{a}.feed_forward_length"), n_ff as u32);
+    m.kv(&format!("{a}.attention.head_count"), n_head as u32);
+    m.kv(&format!("{a}.attention.head_count_kv"), n_kv as u32);
+    m.kv(&format!("{a}.attention.key_length"), (d / n_head) as u32);
+    m.kv(&format!("{a}.attention.value_length"), (d / n_head) as u32);
+    m.kv(&format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32);
+    m.kv(&format!("{a}.rope.freq_base"), 100000f32);
+    m.kv(&format!("{a}.ssm.conv_kernel"), k as u32);
+    m.kv(&format!("{a}.ssm.inner_size"), e as u32);
+    m.kv(&format!("{a}.ssm.state_size"), n as u32);
+    m.kv(&format!("{a}.ssm.time_step_rank"), h as u32);
+    m.kv(&format!("{a}.ssm.group_count"), g as u32);
+    m.vocab(vocab);
+    m.head(d, vocab, "output_norm.weight", true);
+    for i in 0..layers {
+        m.norm(&format!("blk.{i}.attn_norm.weight"), &[d]);
+        m.attention(i, d, n_head, n_kv, d / n_head);
+        m.mamba2_mixer(i, d, e, n, k, h, g, i == 0);
+        m.norm(&format!("blk.{i}.ffn_norm"), &[d]);
+        m.ffn(i, "", d, n_ff, true);
+    }
+    m.w.to_bytes().expect("tiny falcon-h1")
+}
+
+/// LFM2-MoE's layout: short convs (width 3) and attention with QK-norm and RoPE NEOX on layer 1,
+/// a dense SwiGLU on layer 0, then sigmoid MoE (4 experts, top 2, selection bias), the final norm
+/// as `token_embd_norm`, tied output.
+pub fn tiny_lfm2() -> Vec<u8> {
+    let (d, layers, l_cache, vocab) = (32u64, 4u64, 3u64, 256u64);
+    let (n_head, n_ff, n_ff_exp, n_expert) = (4u64, 64u64, 32u64, 4u64);
+    let kv: [i32; 4] = [0, 2, 0, 0];
+    let a = "lfm2moe";
+    let mut m = Model::new(a, TINY_LFM2_NAME, 0x6c66_6d32_6d6f);
+    m.kv("general.file_type", FTYPE_MOSTLY_F16);
+    m.kv(&format!("{a}.block_count"), layers as u32);
+    m.kv(&format!("{a}.context_length"), 128000u32);
+    m.kv(&format!("{a}.embedding_length"), d as u32);
+    m.kv(&format!("{a}.feed_forward_length"), n_ff as u32);
+    m.kv(&format!("{a}.expert_feed_forward_length"), n_ff_exp as u32);
+    m.kv(&format!("{a}.attention.head_count"), n_head as u32);
+    m.kv(&format!("{a}.attention.head_count_kv"), GgufValue::Array(GgufArray::I32(kv.to_vec())));
+    m.kv(&format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5f32);
+    m.kv(&format!("{a}.rope.freq_base"), 1000000f32);
+    m.kv(&format!("{a}.shortconv.l_cache"), l_cache as u32);
+    m.kv(&format!("{a}.expert_count"), n_expert as u32);
+    m.kv(&format!("{a}.expert_used_count"), 2u32);
+    m.kv(&format!("{a}.expert_gating_func"), 2u32);
+    m.kv(&format!("{a}.leading_dense_block_count"), 1u32);
+    m.vocab(vocab);
+    m.head(d, vocab, "token_embd_norm.weight", true);
+    for i in 0..layers {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        m.norm(&p("attn_norm.weight"), &[d]);
+        if kv[i as usize] > 0 {
+            let hd = d / n_head;
+            m.attention(i, d, n_head, kv[i as usize] as u64, hd);
+            m.norm(&p("attn_q_norm.weight"), &[hd]);
+            m.norm(&p("attn_k_norm.weight"), &[hd]);
+        } else {
+            m.matrix(&p("shortconv.in_proj.weight"), &[d, 3 * d]);
+            let conv = m.rng.vec((l_cache * d) as usize, 1.0 / (l_cache as f32).sqrt());
+            m.f32(&p("shortconv.conv.weight"), &[l_cache, d], conv);
+            m.matrix(&p("shortconv.out_proj.weight"), &[d, d]);
+        }
+        m.norm(&p("ffn_norm.weight"), &[d]);
+        if i == 0 {
+            m.ffn(i, "", d, n_ff, true);
+        } else {
+            m.experts(i, d, n_ff_exp, n_expert, true);
+            let bias = m.rng.vec(n_expert as usize, 0.3);
+            m.f32(&p("exp_probs_b.bias"), &[n_expert], bias);
+        }
+    }
+    m.w.to_bytes().expect("tiny lfm2moe")
+}
+
 /// Every model: (file name, bytes).
 pub fn all_models() -> Vec<(&'static str, Vec<u8>)> {
-    vec![("tiny-mamba.gguf", tiny_mamba()), ("tiny-mamba2.gguf", tiny_mamba2()), ("tiny-jamba.gguf", tiny_jamba())]
+    vec![
+        ("tiny-mamba.gguf", tiny_mamba()),
+        ("tiny-mamba2.gguf", tiny_mamba2()),
+        ("tiny-jamba.gguf", tiny_jamba()),
+        ("tiny-granite-hybrid.gguf", tiny_granite_hybrid()),
+        ("tiny-nemotron-h.gguf", tiny_nemotron_h()),
+        ("tiny-falcon-h1.gguf", tiny_falcon_h1()),
+        ("tiny-lfm2.gguf", tiny_lfm2()),
+    ]
 }
 
 fn main() {

@@ -16,7 +16,15 @@ use coil_core::util::SplitMix64;
 /// kernel shapes (vector tails, Mamba-2 with 128-state heads of 64, Falcon's dt/B/C norms).
 fn models() -> Vec<(String, Arc<Model>)> {
     let mut v = Vec::new();
-    for name in ["tiny-mamba.gguf", "tiny-mamba2.gguf", "tiny-jamba.gguf"] {
+    for name in [
+        "tiny-mamba.gguf",
+        "tiny-mamba2.gguf",
+        "tiny-jamba.gguf",
+        "tiny-granite-hybrid.gguf",
+        "tiny-nemotron-h.gguf",
+        "tiny-falcon-h1.gguf",
+        "tiny-lfm2.gguf",
+    ] {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name);
         v.push((name.to_string(), Arc::new(Model::open(&p).unwrap())));
     }
@@ -129,6 +137,13 @@ fn token_by_token_equals_whole_prompt() {
         let mut rng = SplitMix64::new(12);
         let p = tokens(&mut rng, 23, nv);
         let whole = all_rows(&ctx(&m, 1, 2, 512).evaluate(&Batch::for_sequence(0, &p, true)).unwrap());
+        // The logits are finite and spread (NaNs would compare equal in the checks below).
+        for row in &whole {
+            assert!(row.iter().all(|v| v.is_finite()), "{name}: non-finite logits");
+            let mean = row.iter().sum::<f32>() / row.len() as f32;
+            let sd = (row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / row.len() as f32).sqrt();
+            assert!(sd > 0.05, "{name}: logits barely vary (sd {sd})");
+        }
         let mut c = ctx(&m, 1, 2, 512);
         for (i, &t) in p.iter().enumerate() {
             let l = c.evaluate(&Batch::for_sequence(0, &[t], true)).unwrap();
@@ -283,14 +298,25 @@ fn state_size() {
     for (name, m) in models() {
         let hp = m.hparams().unwrap().clone();
         let c = ctx(&m, 3, 1, 512);
-        let conv_dim = match hp.arch {
-            Arch::Mamba | Arch::Jamba => hp.d_inner,
-            Arch::Mamba2 => hp.d_inner + 2 * hp.n_group * hp.d_state,
-            other => panic!("{name}: no expected state size for {other:?}"),
+        // Per recurrent layer: (K−1) conv columns and the SSM state (none for LFM2's short conv).
+        let (conv_dim, ssm) = match hp.arch {
+            Arch::Mamba | Arch::Jamba => (hp.d_inner, hp.d_state * hp.d_inner),
+            Arch::Mamba2 | Arch::GraniteHybrid | Arch::NemotronH | Arch::NemotronHMoe | Arch::FalconH1 => {
+                (hp.d_inner + 2 * hp.n_group * hp.d_state, hp.d_state * hp.d_inner)
+            }
+            Arch::Lfm2 | Arch::Lfm2Moe => (hp.n_embd, 0),
         };
-        // Attention layers hold no recurrent state.
-        let n_rec = (0..hp.n_layer).filter(|&l| !hp.is_attention(l)).count();
-        let want = 4 * n_rec * ((hp.d_conv - 1) * conv_dim + hp.d_state * hp.d_inner);
+        // Which layers are recurrent, as llama.cpp's hybrid memory filters them: attention layers
+        // hold no recurrent state, except in Falcon-H1 (both mixers on every layer); Nemotron-H's
+        // FFN layers hold none either.
+        let n_rec = match hp.arch {
+            Arch::FalconH1 => hp.n_layer,
+            Arch::NemotronH | Arch::NemotronHMoe => {
+                (0..hp.n_layer).filter(|&l| !hp.is_attention(l) && !hp.moe[l]).count()
+            }
+            _ => (0..hp.n_layer).filter(|&l| !hp.is_attention(l)).count(),
+        };
+        let want = 4 * n_rec * ((hp.d_conv - 1) * conv_dim + ssm);
         assert_eq!(c.state_bytes_per_sequence(), want as u64, "{name}");
         assert_eq!(c.state_snapshot(2).unwrap().len() * 4, want, "{name}");
     }

@@ -42,15 +42,15 @@ impl Dense {
     /// `blk.i.ffn_{gate,up,down}{suffix}.weight` (+ optional biases), `n_ff` wide.
     pub fn load(l: &mut Loader, i: usize, suffix: &str, act: Act, n_ff: usize) -> Result<Dense> {
         let (d, f) = (l.hp.n_embd as u64, n_ff as u64);
-        let b = |x: &str| format!("blk.{i}.ffn_{x}{suffix}");
+        let b = |x: &str, what: &str| format!("blk.{i}.ffn_{x}{suffix}.{what}");
         Ok(Dense {
             act,
-            gate: if act == Act::SwiGlu { Some(l.mat(&b("gate.weight"), &[d, f])?) } else { None },
-            up: l.mat(&b("up.weight"), &[d, f])?,
-            down: l.mat(&b("down.weight"), &[f, d])?,
-            b_gate: if act == Act::SwiGlu { l.f32_opt(&b("gate.bias"), &[&[f]])? } else { None },
-            b_up: l.f32_opt(&b("up.bias"), &[&[f]])?,
-            b_down: l.f32_opt(&b("down.bias"), &[&[d]])?,
+            gate: if act == Act::SwiGlu { Some(l.mat(&b("gate", "weight"), &[d, f])?) } else { None },
+            up: l.mat(&b("up", "weight"), &[d, f])?,
+            down: l.mat(&b("down", "weight"), &[f, d])?,
+            b_gate: if act == Act::SwiGlu { l.f32_opt(&b("gate", "bias"), &[&[f]])? } else { None },
+            b_up: l.f32_opt(&b("up", "bias"), &[&[f]])?,
+            b_down: l.f32_opt(&b("down", "bias"), &[&[d]])?,
             n_ff,
         })
     }
