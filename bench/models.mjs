@@ -15,6 +15,10 @@
 // With `--alt DIR` (a checkout of another commit, built: its dist/ and bindings/), that build's
 // native engine is measured too, right after this one's: before/after tables in one run.
 //
+// The 2025–26 hybrids (issue 16) have shapes of their own: `--models hybrids` stands for
+// granite-4.0-h-1b, lfm2-1.2b, nemotron-h-9b-slice (eight layers of Nemotron-Nano-9B-v2) and
+// falcon-h1-0.5b, each at Q8_0 and Q4_K.
+//
 //   npm run build && node bench/models.mjs [--threads 1,2] [--pp 512] [--tg 128] [--reps 2]
 //     [--models mamba2:q8_0,...] [--wasm] [--nlc] [--alt DIR] [--json]
 //   node bench/models.mjs --from RESULTS.json      the table of an earlier `--json` run
@@ -47,16 +51,23 @@ const cargo = (example, args) =>
     maxBuffer: 16 << 20,
   }).toString();
 
+/** The hybrid shapes `bench_model --arch` writes (`HybridSpec` in crates/coil-core/src/model/synth.rs). */
+const HYBRIDS = ["granite-4.0-h-1b", "lfm2-1.2b", "nemotron-h-9b-slice", "falcon-h1-0.5b"];
+
 /** Writes (once) and returns the benchmark file of `arch:type`. */
 function modelFile(arch, type) {
   const dir = `${root}bench/.models`;
   mkdirSync(dir, { recursive: true });
-  const shape = arch === "jamba" ? "jamba-d1024x8" : `${arch}-130m`;
+  // The hybrids (`HybridSpec` presets) carry no vocabulary (`tokenizer.ggml.model = none`, which
+  // llama.cpp accepts); the others get a real one.
+  const hybrid = HYBRIDS.includes(arch);
+  const shape = hybrid ? arch : arch === "jamba" ? "jamba-d1024x8" : `${arch}-130m`;
   const vocab = arch === "jamba" ? "ggml-vocab-llama-spm.gguf" : "ggml-vocab-gpt-neox.gguf";
   const file = `${dir}/${shape}-${type}.gguf`;
   if (!existsSync(file)) {
     process.stderr.write(`[bench] writing ${file}\n`);
-    cargo("bench_model", ["--arch", arch, "--type", type, "--write", file, "--vocab", `${root}tests/fixtures/vocab/${vocab}`, "--pp", "1", "--tg", "1", "--reps", "1"]);
+    const vocabArgs = hybrid ? [] : ["--vocab", `${root}tests/fixtures/vocab/${vocab}`];
+    cargo("bench_model", ["--arch", arch, "--type", type, "--write", file, ...vocabArgs, "--pp", "1", "--tg", "1", "--reps", "1"]);
   }
   return { name: `${shape} ${type}`, file };
 }
@@ -87,7 +98,8 @@ async function measure() {
   const opts = { pp: Number(values.pp), tg: Number(values.tg), reps: Number(values.reps) };
   const none = { pp_tokens_per_s: NaN, tg_tokens_per_s: NaN };
   const rows = [];
-  for (const spec of values.models.split(",")) {
+  const list = values.models === "hybrids" ? HYBRIDS.flatMap((h) => [`${h}:q8_0`, `${h}:q4_k`]) : values.models.split(",");
+  for (const spec of list) {
     const { name, file } = modelFile(...spec.split(":"));
     const bytes = bytesPerToken(file);
     for (const threads of values.threads.split(",").map(Number)) {

@@ -1,14 +1,16 @@
-//! Prompt-processing and generation speed of a mamba / mamba2 / jamba model.
+//! Prompt-processing and generation speed of a model.
 //!
 //! ```text
-//! cargo run --release -p coil-core --example bench_model -- --arch mamba|mamba2|jamba [--pp 512] [--tg 128]
+//! cargo run --release -p coil-core --example bench_model -- --arch ARCH [--pp 512] [--tg 128]
 //!     [--threads N] [--type f16|f32|q8_0|q4_0|q4_k|...] [--reps 3] [--gguf FILE] [--write FILE] [--seqs 1]
 //!     [--vocab VOCAB.gguf] [--kv-type f16|f32]
 //! ```
 //! Without `--gguf`, builds a random-weight model of the mamba-130m shape (d_model 768, 24 layers,
 //! d_state 16), the mamba2-130m shape (d_state 128, head_dim 64) or a small Jamba
 //! (`SynthSpec::jamba_bench`: d_model 1024, 8 layers, attention at 2 and 6, 8 experts top-2 on
-//! the odd layers, vocabulary 32000), writes it to a temporary GGUF
+//! the odd layers, vocabulary 32000) — or, for `--arch granite-4.0-h-1b | lfm2-1.2b |
+//! nemotron-h-9b-slice | falcon-h1-0.5b`, a hybrid of that shape (`HybridSpec`) —, writes it to a
+//! temporary GGUF
 //! (or to `--write FILE`, e.g. to run llama.cpp's `llama-bench` on the same file) and maps it.
 //! pp: one batch of `--pp` random tokens from an empty state (logits for the last token only),
 //! best of `--reps`. tg: `--tg` single-token steps (logits every step), best of `--reps`.
@@ -19,7 +21,7 @@ use std::time::Instant;
 
 use coil_core::context::{Batch, Context, ContextParams};
 use coil_core::gguf::GgmlType;
-use coil_core::model::synth::{synth_gguf, SynthSpec};
+use coil_core::model::synth::{synth_gguf, synth_hybrid_gguf, HybridSpec, SynthSpec};
 use coil_core::model::{Arch, Model};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
@@ -28,12 +30,17 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arch = match arg::<String>(&args, "--arch").as_deref().unwrap_or("mamba") {
+    let arch_name = arg::<String>(&args, "--arch").unwrap_or_else(|| "mamba".into());
+    let hybrid = HybridSpec::by_name(&arch_name);
+    let arch = match arch_name.as_str() {
         "mamba" => Arch::Mamba,
         "mamba2" => Arch::Mamba2,
         "jamba" => Arch::Jamba,
+        _ if hybrid.is_some() => hybrid.as_ref().map(|h| h.arch).unwrap(),
         a => {
-            eprintln!("unknown --arch {a} (mamba | mamba2 | jamba)");
+            eprintln!(
+                "unknown --arch {a} (mamba | mamba2 | jamba | granite-4.0-h-1b | lfm2-1.2b | nemotron-h-9b-slice | falcon-h1-0.5b)"
+            );
             std::process::exit(2);
         }
     };
@@ -55,12 +62,13 @@ fn main() {
                 Arch::Mamba => SynthSpec::mamba_130m(),
                 Arch::Mamba2 => SynthSpec::mamba2_130m(),
                 Arch::Jamba => SynthSpec::jamba_bench(),
-                other => {
-                    eprintln!("no synthetic {} shape yet: pass --gguf FILE", other.name());
-                    std::process::exit(2)
-                }
+                _ => SynthSpec::mamba2_130m(), // unused: the hybrid spec below is
             };
             spec.matrix_type = ty;
+            let mut hybrid = hybrid.clone();
+            if let Some(h) = hybrid.as_mut() {
+                h.matrix_type = ty;
+            }
             // `--vocab FILE.gguf`: take that file's tokenizer (llama.cpp-based peers refuse a
             // model without one), with the embedding sized to its token count.
             let vocab = arg::<String>(&args, "--vocab").map(|v| {
@@ -69,9 +77,15 @@ fn main() {
             });
             if let Some(v) = &vocab {
                 spec.n_vocab = v.get_array("tokenizer.ggml.tokens").map(|a| a.len()).expect("--vocab has no tokens");
+                if let Some(h) = hybrid.as_mut() {
+                    h.n_vocab = spec.n_vocab;
+                }
             }
             let t0 = Instant::now();
-            let mut bytes = synth_gguf(&spec).expect("building the model");
+            let mut bytes = match &hybrid {
+                Some(h) => synth_hybrid_gguf(h).expect("building the model"),
+                None => synth_gguf(&spec).expect("building the model"),
+            };
             if let Some(v) = &vocab {
                 let f = coil_core::gguf::GgufFile::parse(&bytes, bytes.len() as u64).unwrap();
                 let mut w = coil_core::gguf::GgufWriter::from_file(&f, &bytes).unwrap();

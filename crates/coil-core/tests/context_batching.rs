@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use coil_core::context::{Batch, Context, ContextParams, Logits};
 use coil_core::gguf::GgmlType;
-use coil_core::model::synth::{synth_gguf, SynthSpec};
+use coil_core::model::synth::{synth_gguf, synth_hybrid_gguf, HybridSpec, SynthSpec};
 use coil_core::model::{Arch, Model};
 use coil_core::util::SplitMix64;
 
@@ -54,6 +54,12 @@ fn models() -> Vec<(String, Arc<Model>)> {
         ("synth-jamba-q8", m4),
     ] {
         v.push((n.to_string(), Arc::new(Model::from_gguf_bytes(&synth_gguf(&s).unwrap()).unwrap())));
+    }
+    // The benchmark shapes of the hybrids at test size: dense FFNs (Granite, Nemotron-H's ReLU²
+    // MLP, LFM2), Mamba-2 heads of 24 (vector tails), attention heads of 12.
+    for name in ["granite-4.0-h-1b", "lfm2-1.2b", "nemotron-h-9b-slice", "falcon-h1-0.5b"] {
+        let s = HybridSpec::by_name(name).unwrap().shrunk();
+        v.push((format!("synth-{name}"), Arc::new(Model::from_gguf_bytes(&synth_hybrid_gguf(&s).unwrap()).unwrap())));
     }
     v
 }
@@ -312,7 +318,7 @@ fn state_size() {
         let n_rec = match hp.arch {
             Arch::FalconH1 => hp.n_layer,
             Arch::NemotronH | Arch::NemotronHMoe => {
-                (0..hp.n_layer).filter(|&l| !hp.is_attention(l) && !hp.moe[l]).count()
+                (0..hp.n_layer).filter(|&l| !hp.is_attention(l) && !hp.moe[l] && hp.n_ff[l] == 0).count()
             }
             _ => (0..hp.n_layer).filter(|&l| !hp.is_attention(l)).count(),
         };

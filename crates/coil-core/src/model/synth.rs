@@ -366,3 +366,346 @@ pub fn synth_gguf(s: &SynthSpec) -> Result<Vec<u8>> {
     }
     w.to_bytes()
 }
+
+// ---------------------------------------------------------------------------------------------
+// The 2025–26 hybrids: random-weight models of real shapes, for benchmarks
+// ---------------------------------------------------------------------------------------------
+
+/// What one layer of a [`HybridSpec`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HybridLayer {
+    /// A Mamba-2 mixer (then the FFN, except for Nemotron-H).
+    Mamba,
+    /// Attention (then the FFN, except for Nemotron-H).
+    Attention,
+    /// Falcon-H1: attention and Mamba-2 side by side, then the FFN.
+    Parallel,
+    /// LFM2's short conv, then the FFN.
+    ShortConv,
+    /// Nemotron-H: an FFN-only layer.
+    Ffn,
+}
+
+/// The shape of a hybrid model: one of `granitehybrid`, `nemotron_h`, `falcon-h1`, `lfm2`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HybridSpec {
+    pub arch: Arch,
+    pub n_vocab: usize,
+    pub n_embd: usize,
+    pub layers: Vec<HybridLayer>,
+    /// Mamba-2: d_inner, d_state, heads, groups; LFM2: conv width in `d_conv`.
+    pub d_inner: usize,
+    pub d_state: usize,
+    pub d_conv: usize,
+    pub n_ssm_head: usize,
+    pub n_group: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub tied: bool,
+    pub matrix_type: GgmlType,
+    pub seed: u64,
+}
+
+impl HybridSpec {
+    /// Granite-4.0-H-1B's shape: d_model 1536, 40 layers with attention (12 heads of 128, 4 KV,
+    /// no RoPE) at 5, 15, 25 and 35, Mamba-2 elsewhere (d_inner 3072, 48 heads of 64, d_state
+    /// 128, 1 group), dense SwiGLU FFN 4096 on every layer, vocabulary 100352, tied.
+    pub fn granite_4_0_h_1b() -> HybridSpec {
+        HybridSpec {
+            arch: Arch::GraniteHybrid,
+            n_vocab: 100352,
+            n_embd: 1536,
+            layers: (0..40).map(|i| if i % 10 == 5 { HybridLayer::Attention } else { HybridLayer::Mamba }).collect(),
+            d_inner: 3072,
+            d_state: 128,
+            d_conv: 4,
+            n_ssm_head: 48,
+            n_group: 1,
+            n_head: 12,
+            n_head_kv: 4,
+            head_dim: 128,
+            n_ff: 4096,
+            tied: true,
+            matrix_type: GgmlType::F16,
+            seed: 410,
+        }
+    }
+
+    /// LFM2-1.2B's shape: d_model 2048, 16 layers with attention (32 heads of 64, 8 KV, QK-norm,
+    /// RoPE) at 2, 5, 8, 10, 12 and 14 and short convs (width 3) elsewhere, SwiGLU FFN 8192,
+    /// vocabulary 65536, tied.
+    pub fn lfm2_1_2b() -> HybridSpec {
+        let attn = [2, 5, 8, 10, 12, 14];
+        HybridSpec {
+            arch: Arch::Lfm2,
+            n_vocab: 65536,
+            n_embd: 2048,
+            layers: (0..16)
+                .map(|i| if attn.contains(&i) { HybridLayer::Attention } else { HybridLayer::ShortConv })
+                .collect(),
+            d_inner: 2048,
+            d_state: 0,
+            d_conv: 3,
+            n_ssm_head: 0,
+            n_group: 1,
+            n_head: 32,
+            n_head_kv: 8,
+            head_dim: 64,
+            n_ff: 8192,
+            tied: true,
+            matrix_type: GgmlType::F16,
+            seed: 420,
+        }
+    }
+
+    /// Eight layers of NVIDIA-Nemotron-Nano-9B-v2's shape (`M-M*M-M-`): d_model 4480, Mamba-2
+    /// with d_inner 10240 (128 heads of 80), d_state 128, 8 groups; ReLU² MLP 15680; attention
+    /// with 40 heads of 128, 8 KV, no RoPE; vocabulary 131072, untied.
+    pub fn nemotron_h_9b_slice() -> HybridSpec {
+        use HybridLayer::*;
+        HybridSpec {
+            arch: Arch::NemotronH,
+            n_vocab: 131072,
+            n_embd: 4480,
+            layers: vec![Mamba, Ffn, Mamba, Attention, Mamba, Ffn, Mamba, Ffn],
+            d_inner: 10240,
+            d_state: 128,
+            d_conv: 4,
+            n_ssm_head: 128,
+            n_group: 8,
+            n_head: 40,
+            n_head_kv: 8,
+            head_dim: 128,
+            n_ff: 15680,
+            tied: false,
+            matrix_type: GgmlType::F16,
+            seed: 430,
+        }
+    }
+
+    /// Falcon-H1-0.5B's shape: d_model 1024, 36 layers of attention (8 heads of 64, 2 KV, RoPE)
+    /// beside Mamba-2 (d_inner 1536, 24 heads of 64, d_state 128, 1 group), SwiGLU FFN 2048,
+    /// vocabulary 32768, untied.
+    pub fn falcon_h1_0_5b() -> HybridSpec {
+        HybridSpec {
+            arch: Arch::FalconH1,
+            n_vocab: 32768,
+            n_embd: 1024,
+            layers: vec![HybridLayer::Parallel; 36],
+            d_inner: 1536,
+            d_state: 128,
+            d_conv: 4,
+            n_ssm_head: 24,
+            n_group: 1,
+            n_head: 8,
+            n_head_kv: 2,
+            head_dim: 64,
+            n_ff: 2048,
+            tied: false,
+            matrix_type: GgmlType::F16,
+            seed: 440,
+        }
+    }
+
+    /// The same layer pattern at test size: d_model 48, Mamba-2 d_inner 96 in 4 heads of 24 (2
+    /// groups when the preset has several), d_state 16, attention 4 heads of 12 with 2 KV heads,
+    /// FFN 80, vocabulary 300, F32 matrices, at most 8 layers.
+    pub fn shrunk(&self) -> HybridSpec {
+        let mut s = self.clone();
+        s.n_vocab = 300;
+        s.n_embd = 48;
+        s.layers.truncate(8);
+        if s.arch != Arch::Lfm2 {
+            s.d_inner = 96;
+            s.d_state = 16;
+            s.n_ssm_head = 4;
+            s.n_group = if self.n_group > 1 { 2 } else { 1 };
+        } else {
+            s.d_inner = 48;
+        }
+        s.n_head = 4;
+        s.n_head_kv = 2;
+        s.head_dim = 12;
+        s.n_ff = 80;
+        s.matrix_type = GgmlType::F32;
+        s
+    }
+
+    /// The preset of a name (`granite-4.0-h-1b`, `lfm2-1.2b`, `nemotron-h-9b-slice`,
+    /// `falcon-h1-0.5b`).
+    pub fn by_name(name: &str) -> Option<HybridSpec> {
+        Some(match name {
+            "granite-4.0-h-1b" => HybridSpec::granite_4_0_h_1b(),
+            "lfm2-1.2b" => HybridSpec::lfm2_1_2b(),
+            "nemotron-h-9b-slice" => HybridSpec::nemotron_h_9b_slice(),
+            "falcon-h1-0.5b" => HybridSpec::falcon_h1_0_5b(),
+            _ => return None,
+        })
+    }
+}
+
+/// llama.cpp's `general.file_type` for "mostly `ty`" (so its tools label the file right).
+fn file_type(ty: GgmlType) -> u32 {
+    match ty {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
+        GgmlType::Q8_0 => 7,
+        GgmlType::Q5_0 => 8,
+        GgmlType::Q5_1 => 9,
+        GgmlType::Q4_K => 15,
+        GgmlType::Q5_K => 17,
+        GgmlType::Q6_K => 18,
+        GgmlType::BF16 => 32,
+        _ => 0,
+    }
+}
+
+/// Builds the GGUF bytes of a random hybrid model of shape `s`, in llama.cpp's layout.
+pub fn synth_hybrid_gguf(s: &HybridSpec) -> Result<Vec<u8>> {
+    use HybridLayer::*;
+    let a = s.arch.name();
+    let (d, e, n, k, h, g) = (s.n_embd, s.d_inner, s.d_state, s.d_conv, s.n_ssm_head, s.n_group);
+    let hd = s.head_dim;
+    let bad = |m: &str| CoilError::new(ErrorCode::InvalidArgument, format!("synth {a}: {m}"));
+    let allowed: &[HybridLayer] = match s.arch {
+        Arch::GraniteHybrid => &[Mamba, Attention],
+        Arch::NemotronH => &[Mamba, Attention, Ffn],
+        Arch::FalconH1 => &[Parallel],
+        Arch::Lfm2 => &[ShortConv, Attention],
+        _ => return Err(bad("not a hybrid architecture")),
+    };
+    if s.layers.iter().any(|l| !allowed.contains(l)) {
+        return Err(bad("a layer kind the architecture does not have"));
+    }
+    let mut w = GgufWriter::new();
+    let u32v = |x: usize| GgufValue::U32(x as u32);
+    let key = |s: &str| format!("{a}.{s}");
+    w.add_metadata("general.architecture", GgufValue::String(a.into()));
+    w.add_metadata("general.name", GgufValue::String(format!("synthetic {a}")));
+    let n_layer = s.layers.len();
+    w.add_metadata(key("block_count"), u32v(n_layer));
+    w.add_metadata(key("context_length"), u32v(1 << 20));
+    w.add_metadata(key("embedding_length"), u32v(d));
+    w.add_metadata(key("vocab_size"), u32v(s.n_vocab));
+    w.add_metadata(key("attention.layer_norm_rms_epsilon"), GgufValue::F32(1e-5));
+    if s.arch == Arch::NemotronH {
+        // llama.cpp requires it (its MTP head's norm), as its converter writes it.
+        w.add_metadata(key("attention.layer_norm_epsilon"), GgufValue::F32(1e-5));
+    }
+    w.add_metadata(key("attention.head_count"), u32v(s.n_head));
+    let has_attn = |l: HybridLayer| matches!(l, Attention | Parallel);
+    let kv: Vec<i32> = s.layers.iter().map(|&l| if has_attn(l) { s.n_head_kv as i32 } else { 0 }).collect();
+    if s.arch == Arch::FalconH1 {
+        w.add_metadata(key("attention.head_count_kv"), u32v(s.n_head_kv));
+    } else {
+        w.add_metadata(key("attention.head_count_kv"), GgufValue::Array(crate::gguf::GgufArray::I32(kv)));
+    }
+    w.add_metadata(key("attention.key_length"), u32v(hd));
+    w.add_metadata(key("attention.value_length"), u32v(hd));
+    if s.arch == Arch::NemotronH {
+        let ff: Vec<i32> = s.layers.iter().map(|&l| if l == Ffn { s.n_ff as i32 } else { 0 }).collect();
+        w.add_metadata(key("feed_forward_length"), GgufValue::Array(crate::gguf::GgufArray::I32(ff)));
+    } else {
+        w.add_metadata(key("feed_forward_length"), u32v(s.n_ff));
+    }
+    match s.arch {
+        Arch::Lfm2 => {
+            w.add_metadata(key("shortconv.l_cache"), u32v(k));
+            w.add_metadata(key("rope.freq_base"), GgufValue::F32(1e6));
+        }
+        _ => {
+            w.add_metadata(key("ssm.conv_kernel"), u32v(k));
+            w.add_metadata(key("ssm.inner_size"), u32v(e));
+            w.add_metadata(key("ssm.state_size"), u32v(n));
+            w.add_metadata(key("ssm.time_step_rank"), u32v(h));
+            w.add_metadata(key("ssm.group_count"), u32v(g));
+        }
+    }
+    if s.arch == Arch::GraniteHybrid {
+        w.add_metadata(key("rope.scaling.finetuned"), GgufValue::Bool(false));
+        w.add_metadata(key("embedding_scale"), GgufValue::F32(12.0));
+        w.add_metadata(key("residual_scale"), GgufValue::F32(0.22));
+        w.add_metadata(key("logit_scale"), GgufValue::F32(6.0));
+        w.add_metadata(key("attention.scale"), GgufValue::F32(1.0 / hd as f32));
+    }
+    if s.arch == Arch::FalconH1 {
+        w.add_metadata(key("rope.freq_base"), GgufValue::F32(1e11));
+    }
+    w.add_metadata("tokenizer.ggml.model", GgufValue::String("none".into()));
+    w.add_metadata("general.file_type", GgufValue::U32(file_type(s.matrix_type)));
+
+    let mut g1 = Gen(SplitMix64::new(s.seed));
+    let mut g2 = Gen(SplitMix64::new(s.seed ^ 0x5eed));
+    let mt = s.matrix_type;
+    let inv = |x: usize| 1.0 / (x as f32).sqrt();
+    // A `rows` × `cols` matrix (ggml `{cols, rows}`); rows that are not whole blocks: F16.
+    let mut mat = |w: &mut GgufWriter, name: String, rows: usize, cols: usize, scale: f32| -> Result<()> {
+        let v = g1.sym(rows * cols, scale);
+        let ty = if (cols as u64).is_multiple_of(mt.block_size()) { mt } else { GgmlType::F16 };
+        w.add_tensor(name, vec![cols as u64, rows as u64], ty.id(), encode(ty, &v, cols)?)?;
+        Ok(())
+    };
+    let f32t = |w: &mut GgufWriter, name: String, dims: Vec<u64>, v: Vec<f32>| -> Result<()> {
+        w.add_tensor(name, dims, GgmlType::F32.id(), f32_bytes(&v))?;
+        Ok(())
+    };
+    mat(&mut w, "token_embd.weight".into(), s.n_vocab, d, 1.0)?;
+    let out_norm = if s.arch == Arch::Lfm2 { "token_embd_norm.weight" } else { "output_norm.weight" };
+    f32t(&mut w, out_norm.into(), vec![d as u64], g2.range(d, 0.8, 1.2))?;
+    if !s.tied {
+        mat(&mut w, "output.weight".into(), s.n_vocab, d, 0.5)?;
+    }
+    for (i, &kind) in s.layers.iter().enumerate() {
+        let b = |x: &str| format!("blk.{i}.{x}");
+        f32t(&mut w, b("attn_norm.weight"), vec![d as u64], g2.range(d, 0.8, 1.2))?;
+        if has_attn(kind) {
+            mat(&mut w, b("attn_q.weight"), s.n_head * hd, d, inv(d))?;
+            mat(&mut w, b("attn_k.weight"), s.n_head_kv * hd, d, inv(d))?;
+            mat(&mut w, b("attn_v.weight"), s.n_head_kv * hd, d, inv(d))?;
+            mat(&mut w, b("attn_output.weight"), d, s.n_head * hd, inv(s.n_head * hd))?;
+            if s.arch == Arch::Lfm2 {
+                f32t(&mut w, b("attn_q_norm.weight"), vec![hd as u64], g2.range(hd, 0.8, 1.2))?;
+                f32t(&mut w, b("attn_k_norm.weight"), vec![hd as u64], g2.range(hd, 0.8, 1.2))?;
+            }
+        }
+        if matches!(kind, Mamba | Parallel) {
+            let cd = e + 2 * g * n;
+            mat(&mut w, b("ssm_in.weight"), 2 * e + 2 * g * n + h, d, inv(d))?;
+            f32t(&mut w, b("ssm_conv1d.weight"), vec![k as u64, cd as u64], g2.sym(k * cd, 0.5))?;
+            f32t(&mut w, b("ssm_conv1d.bias"), vec![cd as u64], g2.sym(cd, 0.1))?;
+            let dt: Vec<f32> =
+                g2.range(h, (1e-3f32).ln(), (1e-1f32).ln()).iter().map(|l| l.exp().exp_m1().ln()).collect();
+            f32t(&mut w, b("ssm_dt.bias"), vec![h as u64], dt)?;
+            let av: Vec<f32> = g2.range(h, 0.0, 16f32.ln()).iter().map(|x| -x.exp()).collect();
+            f32t(&mut w, b("ssm_a"), vec![1, h as u64], av)?;
+            f32t(&mut w, b("ssm_d"), vec![1, h as u64], g2.range(h, 0.5, 1.5))?;
+            f32t(&mut w, b("ssm_norm.weight"), vec![(e / g) as u64, g as u64], g2.range(e, 0.8, 1.2))?;
+            mat(&mut w, b("ssm_out.weight"), d, e, inv(e))?;
+        }
+        if kind == ShortConv {
+            mat(&mut w, b("shortconv.in_proj.weight"), 3 * d, d, inv(d))?;
+            f32t(&mut w, b("shortconv.conv.weight"), vec![k as u64, d as u64], g2.sym(k * d, 0.5))?;
+            mat(&mut w, b("shortconv.out_proj.weight"), d, d, inv(d))?;
+        }
+        let f = s.n_ff;
+        match (s.arch, kind) {
+            (Arch::NemotronH, Ffn) => {
+                mat(&mut w, b("ffn_up.weight"), f, d, inv(d))?;
+                mat(&mut w, b("ffn_down.weight"), d, f, inv(f))?;
+            }
+            (Arch::NemotronH, _) => {}
+            _ => {
+                let norm = if s.arch == Arch::FalconH1 { b("ffn_norm") } else { b("ffn_norm.weight") };
+                f32t(&mut w, norm, vec![d as u64], g2.range(d, 0.8, 1.2))?;
+                mat(&mut w, b("ffn_gate.weight"), f, d, inv(d))?;
+                mat(&mut w, b("ffn_up.weight"), f, d, inv(d))?;
+                mat(&mut w, b("ffn_down.weight"), d, f, inv(f))?;
+            }
+        }
+    }
+    w.to_bytes()
+}
