@@ -20,6 +20,18 @@ export class GgufBuilder {
     this.kvs.push({ key, type: 8, value: str(v) });
     return this;
   }
+  /** An array of strings (GGUF type 9 of element type 8). */
+  kvStrings(key: string, values: string[]): this {
+    this.kvs.push({ key, type: 9, value: concat([u32(8), u64(BigInt(values.length)), ...values.map(str)]) });
+    return this;
+  }
+  /** An array of i32 (GGUF type 9 of element type 5). */
+  kvI32s(key: string, values: number[]): this {
+    const b = new Uint8Array(4 * values.length);
+    values.forEach((v, i) => new DataView(b.buffer).setInt32(4 * i, v, true));
+    this.kvs.push({ key, type: 9, value: concat([u32(5), u64(BigInt(values.length)), b]) });
+    return this;
+  }
   kvRaw(key: string, type: number, value: Uint8Array): this {
     this.kvs.push({ key, type, value });
     return this;
