@@ -5,7 +5,9 @@
 //! For each head of `hd` values, the first `n_rot` are rotated in pairs by `θ_i = pos ·
 //! base^(−2i/n_rot)`, `i < n_rot/2`:
 //! * NORM (llama.cpp `LLAMA_ROPE_TYPE_NORM`): pairs `(2i, 2i+1)`;
-//! * NEOX (transformers' `rotate_half`): pairs `(i, i + n_rot/2)`.
+//! * NEOX (transformers' `rotate_half`): pairs `(i, i + n_rot/2)`;
+//! * NORM over Llama-permuted rows (Bamba): transformers' pairs `(i, i + n_rot/2)` where llama.cpp's
+//!   converter put them (see [`Rope::NormPermuted`]).
 //!
 //! `x' = x·cos θ − y·sin θ`, `y' = x·sin θ + y·cos θ`, in f32 with f32 cos/sin; the remaining
 //! `hd − n_rot` values pass through.
@@ -118,6 +120,8 @@ pub fn angles(inv_freq: &[f64], pos: usize, cs: &mut [f32]) {
 /// Rotates every head (`hd` floats each) of one token's `x` with the angles `cs` from [`angles`].
 pub fn rope_row(kind: Rope, x: &mut [f32], hd: usize, n_rot: usize, cs: &[f32]) {
     let half = n_rot / 2;
+    // Where the Llama permute puts dim j of a head.
+    let permuted = |j: usize| if j < hd / 2 { 2 * j } else { 2 * (j - hd / 2) + 1 };
     for head in x.chunks_exact_mut(hd) {
         for i in 0..half {
             let (c, s) = (cs[2 * i], cs[2 * i + 1]);
@@ -125,6 +129,7 @@ pub fn rope_row(kind: Rope, x: &mut [f32], hd: usize, n_rot: usize, cs: &[f32]) 
                 Rope::None => return,
                 Rope::Norm => (2 * i, 2 * i + 1),
                 Rope::Neox => (i, i + half),
+                Rope::NormPermuted => (permuted(i), permuted(i + half)),
             };
             let (x0, x1) = (head[a], head[b]);
             head[a] = x0 * c - x1 * s;
@@ -180,6 +185,16 @@ mod tests {
         rope_row(Rope::Norm, &mut y, 4, 4, &cs);
         assert!((y[0] as f64 - want0.0).abs() < 1e-6 && (y[1] as f64 - want0.1).abs() < 1e-6);
         assert!((y[2] as f64 - want1.0).abs() < 1e-6 && (y[3] as f64 - want1.1).abs() < 1e-6);
+        // Permuted rows: with n_rot = hd it is NORM; with n_rot = hd/2 (head of 8, 4 rotated), the
+        // transformers pairs (0,2), (1,3) sit at (0,4), (2,6) after the permute.
+        let mut p = vec![1.0f32, 3.0, 2.0, 4.0];
+        rope_row(Rope::NormPermuted, &mut p, 4, 4, &cs);
+        assert_eq!(p, y);
+        let mut q = vec![1.0f32, 0.5, 2.0, 0.25, 3.0, 0.125, 4.0, 0.0625];
+        rope_row(Rope::NormPermuted, &mut q, 8, 4, &cs);
+        assert!((q[0] as f64 - want0.0).abs() < 1e-6 && (q[4] as f64 - want0.1).abs() < 1e-6);
+        assert!((q[2] as f64 - want1.0).abs() < 1e-6 && (q[6] as f64 - want1.1).abs() < 1e-6);
+        assert_eq!([q[1], q[3], q[5], q[7]], [0.5, 0.25, 0.125, 0.0625]);
         // Position 0 is the identity.
         angles(&inv, 0, &mut cs);
         let mut z = vec![1.5f32, -2.0, 0.25, 7.0];

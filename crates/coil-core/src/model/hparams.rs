@@ -111,6 +111,13 @@ pub enum Rope {
     Norm,
     /// Half-split pairs (i, i + n_rot/2) — `LLAMA_ROPE_TYPE_NEOX`, transformers' rotate_half.
     Neox,
+    /// transformers' rotate_half over the first `n_rot` dims of each head, with q/k rows stored in
+    /// the order llama.cpp's converter gives them (the Llama permute over the whole head: dim j of
+    /// the first half at 2j, of the second half at 2(j − hd/2) + 1). Bamba's partial RoPE: the
+    /// pairs are at (2i, pos(i + n_rot/2)). llama.cpp applies NORM there, which pairs (2i, 2i+1)
+    /// — other dims than transformers rotates when n_rot < head size (its Bamba is wrong; see
+    /// docs/numerics.md). With n_rot = head size this is exactly NORM.
+    NormPermuted,
 }
 
 /// How MoE routers turn logits into expert probabilities (llama.cpp `expert_gating_func`).
@@ -322,7 +329,14 @@ impl HParams {
             n_vocab: 0,
             n_embd: keys.positive("embedding_length", MAX_DIM)?,
             n_layer: keys.positive("block_count", 4096)?,
-            eps: keys.eps("attention.layer_norm_rms_epsilon")?,
+            // Nemotron-H's files name it `attention.layer_norm_epsilon` only when the RMS key is
+            // absent; llama.cpp falls back the same way.
+            eps: match keys.opt_f32("attention.layer_norm_rms_epsilon")? {
+                None if keys.opt_f32("attention.layer_norm_epsilon")?.is_some() => {
+                    keys.eps("attention.layer_norm_epsilon")?
+                }
+                _ => keys.eps("attention.layer_norm_rms_epsilon")?,
+            },
             n_ctx_train: keys.opt_u64("context_length")?.unwrap_or(0).min(u32::MAX as u64) as usize,
             d_inner: 0,
             d_state: 0,

@@ -1,7 +1,8 @@
 //! `granitehybrid`: Granite-4.0-H (transformers' `GraniteMoeHybridForCausalLM`) and Bamba
 //! (`BambaForCausalLM`). Each layer is a Mamba-2 mixer or grouped-query attention
 //! (`head_count_kv[i] > 0`; RoPE only when `rope.scaling.finetuned`, which llama.cpp defaults to
-//! true and Granite-4.0-H writes false), then a SwiGLU FFN: dense, or a softmax MoE whose top-k
+//! true and Granite-4.0-H writes false; transformers' pairs on llama.cpp's permuted rows), then a
+//! SwiGLU FFN: dense, or a softmax MoE whose top-k
 //! weights are renormalised, plus a shared expert. Granite's scales: the embedding is multiplied
 //! by `embedding_scale`, each block's output by `residual_scale`, the logits divided by
 //! `logit_scale` (`model/graph.rs`), and attention scores use `attention.scale`.
@@ -23,7 +24,9 @@ use crate::model::weights::Loader;
 
 pub(super) fn hparams(k: &Keys, hp: &mut HParams) -> Result<()> {
     read_mamba2_ssm(k, hp)?;
-    let rope = if k.opt_bool("rope.scaling.finetuned")?.unwrap_or(true) { Rope::Norm } else { Rope::None };
+    // Bamba's partial RoPE as transformers computes it, on llama.cpp's permuted q/k rows (where
+    // llama.cpp itself rotates other dims; see `Rope::NormPermuted`).
+    let rope = if k.opt_bool("rope.scaling.finetuned")?.unwrap_or(true) { Rope::NormPermuted } else { Rope::None };
     read_attention(k, hp, rope)?;
     hp.recurrent = hp.n_head_kv.iter().map(|&h| h == 0).collect();
     let n_ff = k.positive("feed_forward_length", MAX_DIM)?;
