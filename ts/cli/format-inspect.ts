@@ -23,7 +23,7 @@ function count(n: number): string {
 /** Runs of equal layers collapsed: "0-3 ssm", "4 attention+moe". */
 function layerRuns(info: GgufInfo): string[] {
   const out: string[] = [];
-  const label = (l: GgufInfo["summary"]["layers"][number]) => (l.ffn === "none" ? l.kind : `${l.kind}+${l.ffn}`);
+  const label = (l: GgufInfo["summary"]["layers"][number]) => (l.ffn === "none" ? l.kind : l.kind === "none" ? l.ffn : `${l.kind}+${l.ffn}`);
   const ls = info.summary.layers;
   for (let i = 0; i < ls.length; ) {
     let j = i;

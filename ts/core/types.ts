@@ -46,7 +46,7 @@ export interface GgufTensorInfo {
 
 export interface GgufLayerInfo {
   index: number;
-  kind: "ssm" | "attention";
+  kind: "ssm" | "attention" | "ssm+attention" | "conv" | "none";
   ffn: "moe" | "dense" | "none";
 }
 

@@ -149,6 +149,12 @@ fn jamba_layer_kinds_from_scalar_or_missing_head_count_kv() {
             w.add_metadata("jamba.ssm.conv_kernel", GgufValue::U32(4));
             w.add_metadata("jamba.ssm.inner_size", GgufValue::U32(8));
             w.add_metadata("jamba.ssm.state_size", GgufValue::U32(2));
+            w.add_metadata("jamba.ssm.time_step_rank", GgufValue::U32(1));
+            w.add_metadata("jamba.embedding_length", GgufValue::U32(4));
+            w.add_metadata("jamba.feed_forward_length", GgufValue::U32(8));
+            w.add_metadata("jamba.expert_count", GgufValue::U32(2));
+            w.add_metadata("jamba.expert_used_count", GgufValue::U32(1));
+            w.add_metadata("jamba.attention.layer_norm_rms_epsilon", GgufValue::F32(1e-6));
             if with_ffn {
                 w.add_tensor("blk.0.ffn_down.weight", vec![1], 0, vec![0; 4]).unwrap();
                 w.add_tensor("blk.1.ffn_gate_inp.weight", vec![1], 0, vec![0; 4]).unwrap();
@@ -169,10 +175,10 @@ fn jamba_layer_kinds_from_scalar_or_missing_head_count_kv() {
         json!([{"index":0,"kind":"attention","ffn":"none"},{"index":1,"kind":"attention","ffn":"none"}])
     );
     assert_eq!(recurrent_state_bytes_per_sequence(&f), Some(0));
-    // an array shorter than block_count: the missing layers count as SSM
+    // an array shorter than block_count: the engine refuses the file, so no layout is claimed
     let (_, v) = inspect(&jamba(Some(GgufValue::from(vec![3u32])), false), None);
-    assert_eq!(v["summary"]["layers"][0]["kind"], "attention");
-    assert_eq!(v["summary"]["layers"][1]["kind"], "ssm");
+    assert_eq!(v["summary"]["layers"], json!([]));
+    assert_eq!(v["summary"]["recurrent_state_bytes_per_sequence"], Value::Null);
 }
 
 #[test]
@@ -182,8 +188,9 @@ fn recurrent_state_needs_the_hyperparameters() {
         w.add_metadata("mamba.block_count", GgufValue::U32(3));
         w.add_metadata("mamba.ssm.inner_size", GgufValue::U32(8));
     });
+    // The layout and state come from the hyperparameters the engine reads: none without them.
     let (_, v) = inspect(&f, None);
-    assert_eq!(v["summary"]["layers"].as_array().unwrap().len(), 3);
+    assert_eq!(v["summary"]["layers"], json!([]));
     assert_eq!(v["summary"]["recurrent_state_bytes_per_sequence"], Value::Null);
     assert_eq!(v["summary"]["ssm"], json!({"d_conv":null,"d_inner":8,"d_state":null,"dt_rank":null,"n_group":null}));
     // absurd values do not overflow, they give null

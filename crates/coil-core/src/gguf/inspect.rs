@@ -20,8 +20,6 @@ pub struct InspectOptions {
     pub array_head: Option<usize>,
 }
 
-/// Architectures whose layer layout and recurrent state the summary describes.
-const RECURRENT_ARCHS: [&str; 3] = ["mamba", "mamba2", "jamba"];
 /// A `block_count` above this is not expanded into a layer list.
 const MAX_LAYERS_LISTED: u64 = 1 << 16;
 
@@ -132,37 +130,29 @@ pub struct LayerSummary {
     pub ffn: &'static str,
 }
 
-/// The layer layout of a mamba, mamba2 or jamba file (empty for other architectures, or when
-/// `{arch}.block_count` is missing or absurd).
+/// The layer layout of a file of an architecture coil runs (empty for others, or when the
+/// hyperparameters do not read), from the same [`HParams`](crate::model::HParams) the engine uses.
 ///
-/// Jamba: a layer is attention when `{arch}.attention.head_count_kv` (array, or scalar for all
-/// layers; falling back to `attention.head_count`) is > 0 there, else SSM; its FFN is MoE when
-/// `blk.{i}.ffn_gate_inp.weight` exists, dense when `blk.{i}.ffn_{gate,up,down}.weight` does, else
-/// none. Mamba and Mamba-2: every layer is SSM without FFN.
+/// `kind`: "ssm" (a Mamba layer), "attention", "ssm+attention" (Falcon-H1: both side by side),
+/// "conv" (LFM2's short conv) or "none" (Nemotron-H's FFN-only layers). `ffn`: "moe" when
+/// `blk.{i}.ffn_gate_inp.weight` exists, "dense" when the layer has a dense FFN, else "none".
 pub fn layer_layout(file: &GgufFile) -> Vec<LayerSummary> {
-    let arch = match file.architecture() {
-        Some(a) if RECURRENT_ARCHS.contains(&a) => a,
-        _ => return Vec::new(),
-    };
-    let n = match file.arch_get("block_count").and_then(GgufValue::as_u64) {
-        Some(n) if n <= MAX_LAYERS_LISTED => n,
-        _ => return Vec::new(),
-    };
-    if arch != "jamba" {
-        return (0..n).map(|index| LayerSummary { index, kind: "ssm", ffn: "none" }).collect();
+    let Ok(hp) = crate::model::HParams::from_gguf(file) else { return Vec::new() };
+    if hp.n_layer as u64 > MAX_LAYERS_LISTED {
+        return Vec::new();
     }
-    let per_layer = |suffix: &str| -> Option<Vec<i64>> {
-        match file.arch_get(suffix)? {
-            GgufValue::Array(a) => a.to_i64_vec(),
-            v => v.as_i64().map(|x| vec![x; n as usize]),
-        }
-    };
-    let kv = per_layer("attention.head_count_kv").or_else(|| per_layer("attention.head_count")).unwrap_or_default();
     let names: HashSet<&str> = file.tensors.iter().map(|t| t.name.as_str()).collect();
-    (0..n)
+    (0..hp.n_layer)
         .map(|i| {
-            let attention = kv.get(i as usize).is_some_and(|&h| h > 0);
             let has = |s: &str| names.contains(format!("blk.{i}.{s}").as_str());
+            let (rec, attn) = (hp.is_recurrent(i), hp.is_attention(i));
+            let kind = match (rec, attn) {
+                (true, true) => "ssm+attention",
+                (true, false) if hp.recurrence() == crate::model::hparams::Recurrence::ShortConv => "conv",
+                (true, false) => "ssm",
+                (false, true) => "attention",
+                (false, false) => "none",
+            };
             let ffn = if has("ffn_gate_inp.weight") {
                 "moe"
             } else if has("ffn_gate.weight") || has("ffn_up.weight") || has("ffn_down.weight") {
@@ -170,59 +160,27 @@ pub fn layer_layout(file: &GgufFile) -> Vec<LayerSummary> {
             } else {
                 "none"
             };
-            LayerSummary { index: i, kind: if attention { "attention" } else { "ssm" }, ffn }
+            LayerSummary { index: i as u64, kind, ffn }
         })
         .collect()
 }
 
-/// Bytes of F32 recurrent state per sequence for a mamba, mamba2 or jamba file: for each SSM
-/// layer, the conv state `(d_conv-1)*(d_inner+2*n_group*d_state)` plus the SSM state
-/// `d_state*d_inner` floats. `None` for other architectures or missing/absurd hyperparameters.
+/// Bytes of F32 recurrent state per sequence (every recurrent layer's conv and SSM state), as the
+/// engine allocates it. `None` for architectures coil does not run or unreadable hyperparameters.
 pub fn recurrent_state_bytes_per_sequence(file: &GgufFile) -> Option<u64> {
-    if !RECURRENT_ARCHS.contains(&file.architecture()?) {
-        return None;
-    }
-    let layers = layer_layout(file);
-    if layers.is_empty() {
-        return None;
-    }
-    let get = |k: &str| file.arch_get(k).and_then(GgufValue::as_u64);
-    let d_conv = get("ssm.conv_kernel")?;
-    let d_inner = get("ssm.inner_size")?;
-    let d_state = get("ssm.state_size")?;
-    let n_group = get("ssm.group_count").unwrap_or(0);
-    let conv_channels = d_inner.checked_add(n_group.checked_mul(2)?.checked_mul(d_state)?)?;
-    let conv = d_conv.checked_sub(1)?.checked_mul(conv_channels)?;
-    let ssm = d_state.checked_mul(d_inner)?;
-    let per_layer = conv.checked_add(ssm)?.checked_mul(4)?;
-    let n_ssm = layers.iter().filter(|l| l.kind == "ssm").count() as u64;
-    per_layer.checked_mul(n_ssm)
+    let hp = crate::model::HParams::from_gguf(file).ok()?;
+    Some(hp.state_bytes_per_sequence())
 }
 
-/// KV cache accounting of a jamba file: `(attention layers, K+V values per token)`, from
-/// `attention.head_count`, `attention.head_count_kv` and `embedding_length` (head size
-/// `embedding_length / head_count`). `None` without attention layers or with absurd values.
+/// KV cache accounting: `(attention layers, K+V values per token)`. `None` without attention
+/// layers or for architectures coil does not run.
 pub fn kv_values_per_token(file: &GgufFile) -> Option<(u64, u64)> {
-    let layers = layer_layout(file);
-    let n_attn = layers.iter().filter(|l| l.kind == "attention").count() as u64;
-    if n_attn == 0 {
+    let hp = crate::model::HParams::from_gguf(file).ok()?;
+    let dims = hp.kv_dims();
+    if dims.is_empty() {
         return None;
     }
-    let n_head = file.arch_get("attention.head_count").and_then(GgufValue::as_u64).filter(|&h| h > 0)?;
-    let d = file.arch_get("embedding_length").and_then(GgufValue::as_u64)?;
-    let hd = d / n_head;
-    let n = layers.len();
-    let kv: Vec<i64> = match file.arch_get("attention.head_count_kv") {
-        Some(GgufValue::Array(a)) => a.to_i64_vec()?,
-        Some(v) => vec![v.as_i64()?; n],
-        None => vec![n_head as i64; n],
-    };
-    let mut values = 0u64;
-    for l in layers.iter().filter(|l| l.kind == "attention") {
-        let h = u64::try_from(*kv.get(l.index as usize)?).ok()?;
-        values = values.checked_add(h.checked_mul(hd)?.checked_mul(2)?)?;
-    }
-    Some((n_attn, values))
+    Some((dims.len() as u64, dims.iter().map(|&d| 2 * d as u64).sum()))
 }
 
 /// The JSON description of `file` (see the module docs for the shape).
