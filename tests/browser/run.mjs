@@ -117,6 +117,15 @@ try {
         close && v.full.code === "CONTEXT_FULL" && v.full.isCoilError && v.position === 10 && isDeepStrictEqual(v.memory, memory)
           ? pass(`${r.name}: logits as native, CONTEXT_FULL typed, memory accounting as native`)
           : fail(r.name, JSON.stringify({ ...v, logits: v.logits.length }));
+      } else if (r.name.startsWith("worker hybrid ")) {
+        const f = r.name.slice("worker hybrid ".length);
+        const m = await coil.loadModel(join(ROOT, `tests/fixtures/models/${f}.gguf`), { backend: "native" });
+        const c = m.createContext({ kvType: "f32" });
+        const want = Array.from(await c.sequence(0).evaluate([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], { logits: "all" }));
+        await c.dispose();
+        m.dispose();
+        // One engine: the browser's wasm gives native's logits bit for bit.
+        isDeepStrictEqual(r.value, want) ? pass(`${r.name}: logits bit-identical to native`) : fail(r.name, "logits differ from native");
       } else if (r.name === "worker abort") {
         r.value.name === "AbortError" && r.value.code === "ABORTED" ? pass(r.name) : fail(r.name, JSON.stringify(r.value));
       } else if (r.name === "native is refused in a browser") {
