@@ -510,8 +510,9 @@ impl HybridSpec {
     }
 
     /// The same layer pattern at test size: d_model 48, Mamba-2 d_inner 96 in 4 heads of 24 (2
-    /// groups when the preset has several), d_state 16, attention 4 heads of 12 with 2 KV heads,
-    /// FFN 80, vocabulary 300, F32 matrices, at most 8 layers.
+    /// groups when the preset has several), d_state 16, attention 4 heads of 12 with 2 KV heads
+    /// (Nemotron-H: heads of 3, an odd size its key_length allows), FFN 80, vocabulary 300, F32
+    /// matrices, at most 8 layers.
     pub fn shrunk(&self) -> HybridSpec {
         let mut s = self.clone();
         s.n_vocab = 300;
@@ -527,7 +528,7 @@ impl HybridSpec {
         }
         s.n_head = 4;
         s.n_head_kv = 2;
-        s.head_dim = 12;
+        s.head_dim = if s.arch == Arch::NemotronH { 3 } else { 12 };
         s.n_ff = 80;
         s.matrix_type = GgmlType::F32;
         s
