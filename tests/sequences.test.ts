@@ -232,14 +232,14 @@ describe("saved state", () => {
     }
   });
 
-  it("a state saved on one target continues identically on the other (and in another process)", async () => {
+  for (const file of [MAMBA2, ...HYBRID_MODELS.map(fixture)]) it(`a state saved on one target continues identically on the other (and in another process): ${file.split("/").at(-1)}`, async () => {
     const dir = mkdtempSync(join(tmpdir(), "coil-state-"));
     const out = join(dir, "seq.state");
     // Another process saves on native...
     const script = `
       import * as coil from ${JSON.stringify(new URL("../dist/node/index.js", import.meta.url).href)};
       import { writeFileSync } from "node:fs";
-      const m = await coil.loadModel(${JSON.stringify(MAMBA2)}, { backend: "native" });
+      const m = await coil.loadModel(${JSON.stringify(file)}, { backend: "native" });
       const ctx = m.createContext();
       await ctx.sequence(0).evaluate([5, 6, 7, 8, 9, 10, 11, 12]);
       writeFileSync(${JSON.stringify(out)}, ctx.sequence(0).saveState({ checkpoints: true }));
@@ -251,7 +251,7 @@ describe("saved state", () => {
     const opts = { temperature: 0.7, seed: 9, maxTokens: 12 };
     const gens = [];
     for (const backend of BACKENDS) {
-      await using model = await coil.loadModel(MAMBA2, { backend });
+      await using model = await coil.loadModel(file, { backend });
       await using ctx = model.createContext();
       const s = ctx.sequence(0);
       s.loadState(bytes);
@@ -270,7 +270,7 @@ describe("saved state", () => {
       expect(Array.from(ctx2.sequence(0).tokens)).toEqual(Array.from(s.tokens));
     }
     expect(gens[1]).toEqual(gens[0]);
-    await using model = await coil.loadModel(MAMBA2, { backend: "native" });
+    await using model = await coil.loadModel(file, { backend: "native" });
     expect(gens[0]).toEqual((await model.complete([5, 6, 7, 8, 9, 10, 11, 12, 13], opts)).tokens);
   });
 });
