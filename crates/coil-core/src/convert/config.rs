@@ -304,6 +304,18 @@ impl ModelConfig {
         self.raw.get(key).and_then(Value::as_str)
     }
 
+    /// A copy with `defaults` filled in for absent (or `null`) keys: what llama.cpp sees of a
+    /// config it reads through transformers' `AutoConfig` (whose `to_dict()` has every key).
+    pub fn with_defaults(&self, defaults: &[(&str, Value)]) -> ModelConfig {
+        let mut c = self.clone();
+        for (k, v) in defaults {
+            if !c.has(k) {
+                c.raw.insert(k.to_string(), v.clone());
+            }
+        }
+        c
+    }
+
     /// An error about this configuration file.
     pub fn err(&self, dir: &Path, msg: impl std::fmt::Display) -> CoilError {
         cfg_err(self.source, dir, msg)

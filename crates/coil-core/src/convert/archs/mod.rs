@@ -122,6 +122,12 @@ impl Md {
         self.set_key("general.file_type", GgufValue::U32(ft));
     }
 
+    /// Removes `{arch}.{suffix}`.
+    pub fn remove(&mut self, suffix: &str) {
+        let key = format!("{}.{suffix}", self.arch);
+        self.kv.retain(|(k, _)| *k != key);
+    }
+
     /// Whether `{arch}.{suffix}` is set.
     pub fn has(&self, suffix: &str) -> bool {
         let key = format!("{}.{suffix}", self.arch);
@@ -265,11 +271,6 @@ pub(super) fn text_model_keys(
     Ok(())
 }
 
-/// Layers from a per-layer list: `pred` picks the ones of one kind.
-pub(super) fn layers_where<T>(v: &[T], pred: impl Fn(&T) -> bool) -> Vec<u64> {
-    v.iter().enumerate().filter(|(_, t)| pred(t)).map(|(i, _)| i as u64).collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tensor groups
 // ---------------------------------------------------------------------------------------------
@@ -315,7 +316,9 @@ impl Ssm2 {
 /// Options of [`mamba2_mixer`].
 pub(super) struct Mamba2Opts {
     pub conv_bias_required: bool,
-    pub norm_required: bool,
+    /// `Some(required)`: take the group norm; `None`: the model has none (Falcon-H1 without
+    /// `mamba_rms_norm`), and a `norm.weight` in the checkpoint is refused.
+    pub norm: Option<bool>,
     /// Falcon-H1: a scale for each of the z, x, B, C and dt row blocks of `in_proj` (µP), and the
     /// factors of `in_proj` and `out_proj` as a whole.
     pub in_blocks: Option<[f64; 5]>,
@@ -325,7 +328,7 @@ pub(super) struct Mamba2Opts {
 
 impl Default for Mamba2Opts {
     fn default() -> Self {
-        Mamba2Opts { conv_bias_required: true, norm_required: true, in_blocks: None, in_scale: 1.0, out_scale: 1.0 }
+        Mamba2Opts { conv_bias_required: true, norm: Some(true), in_blocks: None, in_scale: 1.0, out_scale: 1.0 }
     }
 }
 
@@ -351,8 +354,10 @@ pub(super) fn mamba2_mixer(p: &mut Planner, bid: u64, pre: &str, s: &Ssm2, d_con
     p.take(Take::new(g("ssm_dt.bias"), dt, &[h]))?;
     p.take(Take::new(g("ssm_a"), n("A_log"), &[h]).out(&[h, 1]).neg_exp())?;
     p.take(Take::new(g("ssm_d"), n("D"), &[h]).out(&[h, 1]))?;
-    let gr = s.n_group.max(1);
-    p.take(Take::new(g("ssm_norm.weight"), n("norm.weight"), &[e]).out(&[gr, e / gr]).required(o.norm_required))?;
+    if let Some(required) = o.norm {
+        let gr = s.n_group.max(1);
+        p.take(Take::new(g("ssm_norm.weight"), n("norm.weight"), &[e]).out(&[gr, e / gr]).required(required))?;
+    }
     p.take(Take::new(g("ssm_out.weight"), n("out_proj.weight"), &[d, e]).scale(o.out_scale))?;
     Ok(())
 }
