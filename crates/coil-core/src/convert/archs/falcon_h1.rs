@@ -24,6 +24,8 @@
 //! `model.final_layernorm` -> `output_norm`, `lm_head` -> `output`.
 //!
 //! Where coil writes another file than llama.cpp, and why:
+//! * A positive `time_step_limit[0]` (transformers clamps Δ to it) is written as `ssm.dt_min` for
+//!   coil's runtime; llama.cpp does not clamp.
 //! * Tied embeddings (no `lm_head.weight`, as Falcon-H1-Tiny): transformers computes the logits
 //!   with the unscaled embedding × `lm_head_multiplier`. llama.cpp writes no `output`, so its
 //!   runtime reuses `token_embd`, which it scaled by `embedding_multiplier`: logits off by
@@ -98,6 +100,9 @@ pub(super) fn build(cx: &Cx) -> Result<Built> {
     md.u32("ssm.inner_size", d_inner)?;
     md.u32("ssm.state_size", ssm.d_state)?;
     md.u32("ssm.time_step_rank", ssm.n_head)?;
+    if let Some(m) = super::dt_min_from_limit(c, &mut warnings) {
+        md.f32("ssm.dt_min", m);
+    }
     md.u32("ssm.group_count", ssm.n_group)?;
     md.f32("attention.layer_norm_rms_epsilon", eps);
     md.file_type(cx.file_type);

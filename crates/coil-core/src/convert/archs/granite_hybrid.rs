@@ -25,6 +25,8 @@
 //! NoPE layers of Granite-4.0-H, where coil does the same so the data stay identical).
 //!
 //! Where coil writes another file than llama.cpp, and why:
+//! * A positive `time_step_limit[0]` (transformers clamps Δ to it) is written as `ssm.dt_min` for
+//!   coil's runtime; llama.cpp does not clamp.
 //! * transformers 5 saves `layer_types` as `linear_attention` / `full_attention`; llama.cpp only
 //!   knows `attention` and would make every layer a Mamba layer. coil reads both spellings.
 //! * Bamba rotates only the first `head_dim · partial_rotary_factor` (transformers forces 0.5)
@@ -174,6 +176,9 @@ pub(super) fn build(cx: &Cx) -> Result<Built> {
     md.u32("ssm.group_count", ssm.n_group)?;
     md.u32("ssm.inner_size", ssm.d_inner)?;
     md.u32("ssm.time_step_rank", ssm.n_head)?;
+    if let Some(m) = super::dt_min_from_limit(c, &mut warnings) {
+        md.f32("ssm.dt_min", m);
+    }
     if !rope {
         if let Some(r) = c.int_opt(&["attn_rotary_emb"]) {
             md.u32("rope.dimension_count", r)?;

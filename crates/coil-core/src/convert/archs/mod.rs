@@ -313,6 +313,17 @@ impl Ssm2 {
     }
 }
 
+/// The lower bound transformers' Mamba-2 mixers clamp Δ to (`time_step_limit[0]`), when
+/// positive. coil writes it as `{arch}.ssm.dt_min`, which its runtime applies; llama.cpp has no such
+/// key and never clamps.
+pub(super) fn dt_min_from_limit(cfg: &ModelConfig, warnings: &mut Vec<String>) -> Option<f64> {
+    let lim = cfg.raw.get("time_step_limit")?.as_array()?;
+    if lim.get(1).and_then(Value::as_f64).is_some_and(|m| m.is_finite()) {
+        warnings.push("time_step_limit has a finite upper bound, which neither llama.cpp nor coil applies".into());
+    }
+    lim.first().and_then(Value::as_f64).filter(|&m| m > 0.0)
+}
+
 /// Options of [`mamba2_mixer`].
 pub(super) struct Mamba2Opts {
     pub conv_bias_required: bool,

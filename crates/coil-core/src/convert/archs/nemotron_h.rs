@@ -35,6 +35,9 @@
 //! * An odd attention `head_dim`: llama.cpp's q/k permutation fails on it (the layers have no
 //!   RoPE, so coil simply does not permute).
 //! * `add_bos_token` comes from the tokenizer files; llama.cpp forces it on for dense models.
+//! * transformers clamps Δ = softplus(dt + dt_bias) at `time_step_min` (0.001 by default), which
+//!   matters for heads with small Δ; coil writes it as `ssm.dt_min` for its runtime (llama.cpp does
+//!   not clamp and has no key for it).
 
 use serde_json::{Map, Value};
 
@@ -178,6 +181,11 @@ pub(super) fn build(cx: &Cx) -> Result<Built> {
     md.u32("ssm.group_count", ssm.n_group)?;
     md.u32("ssm.inner_size", ssm.d_inner)?;
     md.u32("ssm.time_step_rank", ssm.n_head)?;
+    // transformers clamps Nemotron-H's Δ at time_step_min (its time_step_limit is not used).
+    let dt_min = c.float_get(&["time_step_min"]).unwrap_or(0.001);
+    if dt_min > 0.0 {
+        md.f32("ssm.dt_min", dt_min);
+    }
     let kv: Vec<u64> = kinds.iter().map(|&k| if k == Kind::Attention { n_kv } else { 0 }).collect();
     md.i32s("attention.head_count_kv", &kv)?;
     md.bool("rope.scaling.finetuned", false);
