@@ -1,15 +1,21 @@
 //! Hugging Face checkpoints to GGUF, following llama.cpp's converter (`convert_hf_to_gguf.py`,
-//! `conversion/mamba.py`, `conversion/jamba.py`, gguf-py) so that the files load in llama.cpp and
-//! in coil alike.
+//! `conversion/*.py`, gguf-py) so that the files load in llama.cpp and in coil alike, with the same
+//! keys, tensor names, shapes and types — except where llama.cpp's file would compute something
+//! else than transformers, which each architecture's file documents.
 //!
 //! Input: a directory with `config.json` (HF or state-spaces) or Mistral's `params.json`,
 //! safetensors weights (`model.safetensors`, shards with `model.safetensors.index.json`, or
 //! `consolidated.safetensors`), and optionally `tokenizer.json` / `tokenizer.model` /
 //! `tokenizer.model.v3` with `tokenizer_config.json`.
 //!
-//! Architectures: `MambaForCausalLM`, `MambaLMHeadModel` and `FalconMambaForCausalLM` become
-//! `mamba`; `Mamba2ForCausalLM` (Mamba-Codestral included) becomes `mamba2`; `JambaForCausalLM`
-//! becomes `jamba`.
+//! Architectures (HF -> `general.architecture`), one file each in `archs/`:
+//! * `MambaForCausalLM`, `MambaLMHeadModel`, `FalconMambaForCausalLM` -> `mamba`;
+//! * `Mamba2ForCausalLM` (Mamba-Codestral included) -> `mamba2`;
+//! * `JambaForCausalLM` -> `jamba`;
+//! * `GraniteMoeHybridForCausalLM` (Granite-4.0-H), `BambaForCausalLM` -> `granitehybrid`;
+//! * `NemotronHForCausalLM` -> `nemotron_h`, or `nemotron_h_moe` when a layer is a MoE layer;
+//! * `FalconH1ForCausalLM` -> `falcon-h1` (µP multipliers folded into the weights);
+//! * `Lfm2ForCausalLM` -> `lfm2`, `Lfm2MoeForCausalLM` -> `lfm2moe`.
 //!
 //! [`convert`] streams: it checks everything it can first (configuration, every tensor's name,
 //! dtype and shape, the tokenizer), writes the GGUF header with every tensor's final size, then
@@ -17,8 +23,9 @@
 //! the model size. It writes to a temporary file beside the output and renames it at the end; an
 //! error or an abort from the progress callback removes the temporary file and leaves no output.
 //!
-//! See `tensors.rs` for the tensor mapping and transforms, `vocab.rs` for the tokenizer metadata,
-//! `numeric.rs` for the arithmetic, and `config.rs` for the hyperparameters.
+//! See `archs/` for each architecture's keys and tensors, `tensors.rs` for the plan and its
+//! transforms, `vocab.rs` for the tokenizer metadata, `numeric.rs` for the arithmetic, and
+//! `config.rs` for the configuration lookups.
 
 mod archs;
 pub mod config;

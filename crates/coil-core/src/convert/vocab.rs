@@ -824,6 +824,22 @@ mod tests {
     }
 
     #[test]
+    fn family_names() {
+        let j = |s: &str| -> Value { serde_json::from_str(s).unwrap() };
+        let (plain, ignoring) = (j(r#"{"model":{}}"#), j(r#"{"model":{"ignore_merges":true}}"#));
+        assert_eq!(family_pre_name(Arch::FalconH1, "llama-bpe", &ignoring), "falcon-h1");
+        assert_eq!(family_pre_name(Arch::Lfm2Moe, "llama-bpe", &ignoring), "lfm2");
+        assert_eq!(family_pre_name(Arch::NemotronHMoe, "llama-bpe", &ignoring), "pixtral");
+        assert_eq!(family_pre_name(Arch::GraniteHybrid, "llama-bpe", &plain), "dbrx");
+        assert_eq!(family_pre_name(Arch::GraniteHybrid, "llama-bpe", &ignoring), "llama-bpe");
+        assert_eq!(family_pre_name(Arch::FalconH1, "gpt-2", &ignoring), "gpt-2");
+        assert_eq!(family_pre_name(Arch::Mamba, "llama-bpe", &plain), "llama-bpe");
+        for name in ["falcon-h1", "lfm2", "pixtral", "dbrx"] {
+            assert!(crate::tokenizer::pretok::pre_info(Some(name)).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
     fn merges_with_spaces() {
         let v: Value = serde_json::from_str(r#"{"model":{"merges":[["a b","c"],["d","e"]]}}"#).unwrap();
         assert_eq!(merges_of(&v).unwrap(), vec!["a\u{120}b c".to_string(), "d e".to_string()]);

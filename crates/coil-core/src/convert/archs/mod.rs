@@ -486,7 +486,8 @@ pub(super) fn experts(p: &mut Planner, bid: u64, kind: &str, x: u64, a: u64, b: 
     }
 }
 
-/// `[n_vocab, d]` output head when the checkpoint has one.
+/// The output head `output.weight` (`[n_vocab, d]`) when the checkpoint has `lm_head`; `false`
+/// when it has none (tied: the runtime then uses `token_embd`).
 pub(super) fn output(p: &mut Planner, lm_head: &str, n_vocab: u64, d: u64, scale: f64) -> Result<bool> {
     p.take(Take::new("output.weight", lm_head, &[n_vocab, d]).scale(scale).optional())
 }
