@@ -134,7 +134,7 @@ pub(super) fn build(cx: &Cx) -> Result<Built> {
     let factor = rp.get("partial_rotary_factor").and_then(|v| v.as_f64()).unwrap_or(if bamba { 0.5 } else { 1.0 });
     let rot = ((head_dim as f64) * factor) as u64;
     if rope {
-        if rot == 0 || rot % 2 != 0 || rot > head_dim {
+        if rot == 0 || !rot.is_multiple_of(2) || rot > head_dim {
             return Err(c.err(dir, format!("RoPE over {rot} of {head_dim} head dims is not supported")));
         }
         if let Some(r) = c.int_opt(&["attn_rotary_emb"]).filter(|&r| r != rot) {
@@ -205,7 +205,7 @@ pub(super) fn build(cx: &Cx) -> Result<Built> {
     let shape = AttnShape { d_model: d, n_head, n_kv, head_dim };
     // NORM RoPE pairs: the rotated dims on RoPE layers; the whole head elsewhere, as llama.cpp
     // permutes (it cannot split an odd head, where the permutation is skipped: no RoPE there).
-    let permute = if rope { Some(rot) } else { (head_dim % 2 == 0).then_some(head_dim) };
+    let permute = if rope { Some(rot) } else { head_dim.is_multiple_of(2).then_some(head_dim) };
     let conv_bias = c.bool_get("mamba_conv_bias").unwrap_or(true);
     for bid in 0..n_layer {
         let g = |x: &str| format!("blk.{bid}.{x}");
