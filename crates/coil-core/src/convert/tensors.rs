@@ -10,7 +10,7 @@
 //!   `A`/`D` `[H]` -> `{1, H}`, `norm.weight` `[E]` -> `{E/G, G}`);
 //! * a range of rows of each matrix of a source tensor (fused gate/up projections split in two);
 //! * row blocks with a scale each (Falcon-H1's µP multipliers on `in_proj`'s z/x/B/C/dt rows);
-//! * rows in another order (the q/k permutation for ggml's NORM RoPE);
+//! * rows in another order (llama.cpp's q/k permutation for ggml's NORM RoPE);
 //! * source tensors stacked on a new outer dimension (per-expert weights -> `ffn_*_exps`).
 //!
 //! Transforms: `A = -exp(A_log)` ([`Transform::NegExp`]) and a constant factor per piece.
@@ -439,19 +439,16 @@ pub fn forced_f32(name: &str, n_dims: usize) -> bool {
         || !name.ends_with(".weight")
 }
 
-/// The row order llama.cpp's `LlamaModel.permute` gives the q or k projection of `n_head` heads of
-/// `head_dim` rows, restricted to the first `rot` rows of each head: transformers' rotate-half
-/// pairs `(i, i + rot/2)` become the adjacent pairs `(2i, 2i + 1)` ggml's NORM RoPE rotates; rows
-/// `rot..head_dim` of each head stay where they are. With `rot == head_dim` this is exactly
-/// llama.cpp's permutation.
-pub fn rope_norm_permutation(n_head: u64, head_dim: u64, rot: u64) -> Vec<u64> {
-    let half = rot / 2;
+/// The row order llama.cpp's `LlamaModel.permute` gives the q or k projection of `n_head` heads
+/// of `head_dim` (even) rows: within each head, output row `2j + s` is source row `s·head_dim/2 +
+/// j`, so transformers' rotate-half pairs `(j, j + head_dim/2)` become the adjacent pairs ggml's
+/// NORM RoPE rotates.
+pub fn llama_permutation(n_head: u64, head_dim: u64) -> Vec<u64> {
+    let half = head_dim / 2;
     let mut perm = Vec::with_capacity((n_head * head_dim) as usize);
     for h in 0..n_head {
-        let base = h * head_dim;
         for i in 0..head_dim {
-            let src = if i < 2 * half { (i % 2) * half + i / 2 } else { i };
-            perm.push(base + src);
+            perm.push(h * head_dim + (i % 2) * half + i / 2);
         }
     }
     perm
@@ -465,11 +462,8 @@ mod tests {
     fn permutation_is_llamas() {
         // LlamaModel.permute: reshape(n_head, 2, hd/2, ...).swapaxes(1, 2): new row (h, j, s) is
         // old row (h, s, j).
-        let p = rope_norm_permutation(2, 8, 8);
+        let p = llama_permutation(2, 8);
         assert_eq!(p, vec![0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]);
-        // Partial: only the first 4 rows of each head.
-        let p = rope_norm_permutation(1, 8, 4);
-        assert_eq!(p, vec![0, 2, 1, 3, 4, 5, 6, 7]);
     }
 
     #[test]

@@ -21,20 +21,22 @@
 //! `model.norm` (Granite) / `model.final_layernorm` (Bamba) -> `output_norm`; `lm_head` -> `output`
 //! (absent when tied).
 //!
-//! q and k are permuted for ggml's NORM RoPE (llama.cpp's `LlamaModel.permute`; harmless on the
-//! NoPE layers of Granite-4.0-H, where coil does the same so the data stay identical).
+//! q and k are permuted over the whole head as llama.cpp's `LlamaModel.permute` does (rotate-half
+//! pairs `(i, i + head_dim/2)` become adjacent), on every attention layer, so the data are
+//! llama.cpp's. For Bamba's partial RoPE (transformers rotates pairs `(i, i + rot/2)` of the first
+//! `rot` dims only) this is not the layout ggml's NORM RoPE needs: llama.cpp's runtime rotates
+//! other pairs (wrong logits), while coil's runtime (`Rope::NormPermuted`) finds transformers'
+//! pairs in these permuted rows, so llama.cpp's files and coil's compute alike in coil. The
+//! rotated size `rope.dimension_count` is transformers' `head_dim · partial_rotary_factor`
+//! (forced to 0.5 for Bamba); llama.cpp writes `attn_rotary_emb`, which transformers ignores (a
+//! config where they differ gets a warning). An odd head (no RoPE) is left unpermuted: llama.cpp's
+//! permutation fails on it.
 //!
 //! Where coil writes another file than llama.cpp, and why:
 //! * A positive `time_step_limit[0]` (transformers clamps Δ to it) is written as `ssm.dt_min` for
 //!   coil's runtime; llama.cpp does not clamp.
 //! * transformers 5 saves `layer_types` as `linear_attention` / `full_attention`; llama.cpp only
 //!   knows `attention` and would make every layer a Mamba layer. coil reads both spellings.
-//! * Bamba rotates only the first `head_dim · partial_rotary_factor` (transformers forces 0.5)
-//!   dims of each head, as rotate-half pairs `(i, i + rot/2)`. llama.cpp permutes the whole head,
-//!   so its NORM RoPE over `rope.dimension_count` dims rotates pairs `(i, i + head_dim/2)` instead:
-//!   wrong logits. coil permutes only the rotated part, and takes the rotated size from
-//!   transformers' rule (llama.cpp's `attn_rotary_emb` is ignored by transformers; a config where
-//!   they differ gets a warning).
 //! * A `GraniteMoeHybridForCausalLM` with `position_embedding_type: "rope"` uses RoPE in
 //!   transformers; llama.cpp writes `rope.scaling.finetuned = false` (no RoPE) for every Granite.
 //! * A dense Granite's FFN is the shared MLP; coil writes its width (`shared_intermediate_size`)
@@ -134,7 +136,7 @@ pub(super) fn build(cx: &Cx) -> Result<Built> {
     let factor = rp.get("partial_rotary_factor").and_then(|v| v.as_f64()).unwrap_or(if bamba { 0.5 } else { 1.0 });
     let rot = ((head_dim as f64) * factor) as u64;
     if rope {
-        if rot == 0 || !rot.is_multiple_of(2) || rot > head_dim {
+        if rot == 0 || !rot.is_multiple_of(2) || rot > head_dim || !head_dim.is_multiple_of(2) {
             return Err(c.err(dir, format!("RoPE over {rot} of {head_dim} head dims is not supported")));
         }
         if let Some(r) = c.int_opt(&["attn_rotary_emb"]).filter(|&r| r != rot) {
@@ -203,9 +205,8 @@ pub(super) fn build(cx: &Cx) -> Result<Built> {
     let n_vocab =
         p.embedding("token_embd.weight", "model.embed_tokens.weight", d, c.int_opt(&["vocab_size"]), Some(8), 1.0)?;
     let shape = AttnShape { d_model: d, n_head, n_kv, head_dim };
-    // NORM RoPE pairs: the rotated dims on RoPE layers; the whole head elsewhere, as llama.cpp
-    // permutes (it cannot split an odd head, where the permutation is skipped: no RoPE there).
-    let permute = if rope { Some(rot) } else { head_dim.is_multiple_of(2).then_some(head_dim) };
+    // llama.cpp's whole-head permutation (see the module docs).
+    let permute = head_dim.is_multiple_of(2);
     let conv_bias = c.bool_get("mamba_conv_bias").unwrap_or(true);
     for bid in 0..n_layer {
         let g = |x: &str| format!("blk.{bid}.{x}");

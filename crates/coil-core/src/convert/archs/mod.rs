@@ -387,9 +387,9 @@ pub(super) struct AttnSrc {
     /// `{pre}q_proj`, `k_proj`, `v_proj` and `{pre}{o}` (`o_proj` or `out_proj`).
     pub pre: String,
     pub o: &'static str,
-    /// Rows of each head that ggml's NORM RoPE rotates, to permute q and k for (llama.cpp's
-    /// `LlamaModel.permute` when it is the whole head); `None`: no permutation.
-    pub permute: Option<u64>,
+    /// Permute the rows of each q and k head as llama.cpp's `LlamaModel.permute` does (for ggml's
+    /// NORM RoPE); needs an even head size.
+    pub permute: bool,
     /// Per-head RMS norms of q and k (`{pre}{q_norm}.weight`, `{pre}{k_norm}.weight`).
     pub qk_norm: Option<(&'static str, &'static str)>,
     /// Factors of q, k, v, o (Falcon-H1's µP multipliers).
@@ -398,7 +398,7 @@ pub(super) struct AttnSrc {
 
 impl AttnSrc {
     pub fn new(pre: String, o: &'static str) -> AttnSrc {
-        AttnSrc { pre, o, permute: None, qk_norm: None, scales: [1.0; 4] }
+        AttnSrc { pre, o, permute: false, qk_norm: None, scales: [1.0; 4] }
     }
 }
 
@@ -410,9 +410,10 @@ pub(super) fn attention(p: &mut Planner, bid: u64, a: &AttnShape, s: &AttnSrc) -
     let (d, hd) = (a.d_model, a.head_dim);
     let (q, kv) = (a.n_head.saturating_mul(hd), a.n_kv.saturating_mul(hd));
     let perm = |heads: u64| -> Rows {
-        match s.permute {
-            Some(rot) => Rows::Permute(super::tensors::rope_norm_permutation(heads, hd, rot)),
-            None => Rows::All,
+        if s.permute {
+            Rows::Permute(super::tensors::llama_permutation(heads, hd))
+        } else {
+            Rows::All
         }
     };
     let o = s.o;

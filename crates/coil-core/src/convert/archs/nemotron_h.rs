@@ -225,7 +225,7 @@ pub(super) fn build(cx: &Cx) -> Result<Built> {
             Kind::Attention => {
                 let mut a = AttnSrc::new(pre.clone(), "o_proj");
                 // llama.cpp's `LlamaModel.permute` (no RoPE here: it changes nothing but the order).
-                a.permute = head_dim.is_multiple_of(2).then_some(head_dim);
+                a.permute = head_dim.is_multiple_of(2);
                 attention(&mut p, bid, &shape, &a)?;
             }
             Kind::Mlp => {
