@@ -1,14 +1,15 @@
 //! The model configuration: HF `config.json`, state-spaces `config.json` (`ssm_cfg`) or Mistral's
-//! `params.json`, to an architecture and the hyperparameters the GGUF needs.
+//! `params.json`, to an architecture, with the key lookups every architecture's converter
+//! (`archs/<arch>.rs`) uses to read its hyperparameters.
 //!
-//! Key lookups follow llama.cpp's converter (`conversion/mamba.py`, `conversion/jamba.py`): the
-//! first key of a list that is present wins, and a value that Python would find falsy (absent,
-//! `null`, `0`, `false`) takes the default. Where llama.cpp reads `config.json` raw (Mamba,
-//! Mamba-2) its defaults apply; for Jamba it goes through transformers' `AutoConfig`, so the
-//! defaults of `JambaConfig` apply to absent keys. Two additions that only matter where llama.cpp
-//! would write a wrong file: state-spaces `ssm_cfg` keys (`d_state`, `d_conv`, `expand`,
-//! `headdim`, `ngroups`) are read when the top level lacks them, and an HF `expand` sets the inner
-//! size when no explicit one is given.
+//! Key lookups follow llama.cpp's converter: the first key of a list that is present wins
+//! (`find_hparam`), and where it writes `find_hparam(...) or default`, a value Python would find
+//! falsy (absent, `null`, `0`, `false`) takes the default ([`ModelConfig::int_or`]); where it
+//! tests `is not None`, a present non-null value counts ([`ModelConfig::get`]). llama.cpp reads
+//! `config.json` raw for Mamba, Mamba-2, Granite-hybrid/Bamba and Falcon-H1, and through
+//! transformers' `AutoConfig` for Jamba, Nemotron-H and LFM2; for the latter each architecture file
+//! supplies the transformers defaults of the keys it reads (so coil needs no Python) and accepts
+//! both the transformers 4 and 5 spellings.
 
 use std::path::Path;
 
@@ -22,6 +23,12 @@ pub enum Arch {
     Mamba,
     Mamba2,
     Jamba,
+    GraniteHybrid,
+    NemotronH,
+    NemotronHMoe,
+    FalconH1,
+    Lfm2,
+    Lfm2Moe,
 }
 
 impl Arch {
@@ -31,6 +38,12 @@ impl Arch {
             Arch::Mamba => "mamba",
             Arch::Mamba2 => "mamba2",
             Arch::Jamba => "jamba",
+            Arch::GraniteHybrid => "granitehybrid",
+            Arch::NemotronH => "nemotron_h",
+            Arch::NemotronHMoe => "nemotron_h_moe",
+            Arch::FalconH1 => "falcon-h1",
+            Arch::Lfm2 => "lfm2",
+            Arch::Lfm2Moe => "lfm2moe",
         }
     }
 }
@@ -42,6 +55,14 @@ pub const SUPPORTED_ARCHITECTURES: &[(&str, Arch)] = &[
     ("FalconMambaForCausalLM", Arch::Mamba),
     ("Mamba2ForCausalLM", Arch::Mamba2),
     ("JambaForCausalLM", Arch::Jamba),
+    ("GraniteMoeHybridForCausalLM", Arch::GraniteHybrid),
+    ("BambaForCausalLM", Arch::GraniteHybrid),
+    // nemotron_h_moe when a layer is a MoE layer (see `archs::nemotron_h`).
+    ("NemotronHForCausalLM", Arch::NemotronH),
+    ("FalconH1ForCausalLM", Arch::FalconH1),
+    ("Lfm2ForCausalLM", Arch::Lfm2),
+    ("LFM2ForCausalLM", Arch::Lfm2),
+    ("Lfm2MoeForCausalLM", Arch::Lfm2Moe),
 ];
 
 /// Where the configuration came from.
@@ -73,78 +94,20 @@ pub struct ModelConfig {
     pub raw: Map<String, Value>,
 }
 
-/// Hyperparameters, resolved with the converter's key lists and defaults.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hparams {
-    pub d_model: u64,
-    pub n_layer: u64,
-    pub d_inner: u64,
-    pub d_state: u64,
-    pub d_conv: u64,
-    /// Mamba-1 / Jamba: the dt rank. Mamba-2: unused (see `n_head`).
-    pub dt_rank: u64,
-    /// Mamba-2 only.
-    pub n_group: u64,
-    pub head_dim: u64,
-    pub n_head: u64,
-    pub eps: f32,
-    /// `{arch}.context_length`.
-    pub context_length: u64,
-    /// FalconMamba: weightless RMS norms on dt, B and C.
-    pub dt_b_c_rms: bool,
-    /// FalconMamba: the eps of those norms (transformers' `mixer_rms_eps`, which differs from the
-    /// layer norms' eps). llama.cpp has no key for it and uses the layer eps; coil writes
-    /// `{arch}.ssm.dt_b_c_rms_epsilon` so its runtime matches transformers, and llama.cpp ignores it.
-    pub dt_b_c_eps: Option<f32>,
-    /// `vocab_size` from the config (before padding), if given.
-    pub vocab_size: Option<u64>,
-    /// The multiple llama.cpp pads the vocabulary to (Mamba 8, Mamba-2 16, Jamba none).
-    pub pad_vocab_multiple: Option<u64>,
-    pub jamba: Option<JambaParams>,
-    /// Non-fatal observations (for the conversion report).
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct JambaParams {
-    pub n_ff: u64,
-    pub n_head: u64,
-    pub n_kv_head: u64,
-    pub attn_offset: u64,
-    pub attn_period: u64,
-    pub expert_offset: u64,
-    pub expert_period: u64,
-    pub n_expert: u64,
-    pub n_expert_used: u64,
-}
-
-impl JambaParams {
-    /// llama.cpp's `n_kv_vec`: `n_kv_head` on attention layers, 0 on Mamba layers.
-    pub fn head_count_kv(&self, n_layer: u64) -> Vec<i32> {
-        (0..n_layer)
-            .map(|i| {
-                let attn = i >= self.attn_offset && (i - self.attn_offset).is_multiple_of(self.attn_period.max(1));
-                if attn {
-                    self.n_kv_head as i32
-                } else {
-                    0
-                }
-            })
-            .collect()
-    }
-
-    pub fn is_attention(&self, layer: u64) -> bool {
-        layer >= self.attn_offset && (layer - self.attn_offset).is_multiple_of(self.attn_period.max(1))
-    }
-
-    /// llama.cpp's test for MoE layers: `bid >= offset and (bid - offset) % period == 0`.
-    pub fn is_moe(&self, layer: u64) -> bool {
-        layer >= self.expert_offset && (layer - self.expert_offset).is_multiple_of(self.expert_period.max(1))
-    }
-}
-
 fn cfg_err(source: ConfigSource, dir: &Path, msg: impl std::fmt::Display) -> CoilError {
     CoilError::new(ErrorCode::InvalidArgument, format!("{}: {msg}", dir.join(source.file_name()).display()))
+}
+
+fn names<S: AsRef<str>>(keys: &[S]) -> Vec<&str> {
+    keys.iter().map(|k| k.as_ref()).collect()
+}
+
+/// `keys` followed by each with `prefix_` in front (llama.cpp's `hparam_prefixes`, as Granite-hybrid
+/// and Falcon-H1 look their Mamba keys up).
+pub fn with_prefix(keys: &[&str], prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    v.extend(keys.iter().map(|k| format!("{prefix}_{k}")));
+    v
 }
 
 fn missing_key(source: ConfigSource, dir: &Path, keys: &[&str]) -> CoilError {
@@ -167,7 +130,7 @@ fn arch_of(hf: &str) -> Option<Arch> {
 }
 
 /// A value Python's `or` would replace by the default.
-fn falsy(v: &Value) -> bool {
+pub fn falsy(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Bool(b) => !b,
@@ -245,249 +208,117 @@ impl ModelConfig {
                 ),
             )
         })?;
-        let arch = arch_of(&hf_arch).ok_or_else(|| unknown_arch(&format!("architecture \"{hf_arch}\"")))?;
+        let mut arch = arch_of(&hf_arch).ok_or_else(|| unknown_arch(&format!("architecture \"{hf_arch}\"")))?;
+        if arch == Arch::NemotronH && super::archs::nemotron_h::is_moe(&raw) {
+            arch = Arch::NemotronHMoe;
+        }
         Ok(ModelConfig { source, hf_arch, arch, raw })
     }
 
-    /// The first present key's value (llama.cpp's `find_hparam`).
-    fn find(&self, keys: &[&str]) -> Option<&Value> {
-        keys.iter().find_map(|k| self.raw.get(*k))
+    /// The first present key's value (llama.cpp's `find_hparam`), `null` included.
+    pub fn find<S: AsRef<str>>(&self, keys: &[S]) -> Option<&Value> {
+        keys.iter().find_map(|k| self.raw.get(k.as_ref()))
+    }
+
+    /// The first present key's value unless it is `null` (`find_hparam(...) is not None`).
+    pub fn get<S: AsRef<str>>(&self, keys: &[S]) -> Option<&Value> {
+        self.find(keys).filter(|v| !v.is_null())
+    }
+
+    /// Whether `key` is present with a value other than `null`.
+    pub fn has(&self, key: &str) -> bool {
+        self.raw.get(key).is_some_and(|v| !v.is_null())
     }
 
     /// `find_hparam(keys, optional=True) or default` for integers; non-integer values (like
     /// `"auto"`) count as absent.
-    fn int_or(&self, keys: &[&str], default: u64) -> u64 {
-        match self.find(keys) {
-            Some(v) if !falsy(v) => as_int(v).unwrap_or(default),
-            _ => default,
-        }
+    pub fn int_or<S: AsRef<str>>(&self, keys: &[S], default: u64) -> u64 {
+        self.int_opt(keys).unwrap_or(default)
     }
 
-    fn int_opt(&self, keys: &[&str]) -> Option<u64> {
+    /// `find_hparam(keys, optional=True)` for an integer, `None` when falsy.
+    pub fn int_opt<S: AsRef<str>>(&self, keys: &[S]) -> Option<u64> {
         match self.find(keys) {
             Some(v) if !falsy(v) => as_int(v),
             _ => None,
         }
     }
 
-    fn int_req(&self, keys: &[&str], dir: &Path) -> Result<u64> {
+    /// `find_hparam(keys)`: a present integer (0 included).
+    pub fn int_req<S: AsRef<str>>(&self, keys: &[S], dir: &Path) -> Result<u64> {
         match self.find(keys) {
-            Some(v) => as_int(v)
-                .ok_or_else(|| cfg_err(self.source, dir, format!("{keys:?}: {v} is not a non-negative integer"))),
-            None => Err(missing_key(self.source, dir, keys)),
+            Some(v) => as_int(v).ok_or_else(|| {
+                cfg_err(self.source, dir, format!("{:?}: {v} is not a non-negative integer", names(keys)))
+            }),
+            None => Err(missing_key(self.source, dir, &names(keys))),
         }
     }
 
-    fn float_or(&self, keys: &[&str], default: f64) -> f64 {
+    /// A present, non-null integer (0 included), like `hparams.get(key)` tested `is not None`.
+    pub fn int_get<S: AsRef<str>>(&self, keys: &[S]) -> Option<u64> {
+        self.get(keys).and_then(as_int)
+    }
+
+    pub fn float_or<S: AsRef<str>>(&self, keys: &[S], default: f64) -> f64 {
+        self.float_opt(keys).unwrap_or(default)
+    }
+
+    /// A truthy number.
+    pub fn float_opt<S: AsRef<str>>(&self, keys: &[S]) -> Option<f64> {
         match self.find(keys) {
-            Some(v) if !falsy(v) => v.as_f64().unwrap_or(default),
-            _ => default,
+            Some(v) if !falsy(v) => v.as_f64(),
+            _ => None,
         }
+    }
+
+    /// A present non-null number (0 included).
+    pub fn float_get<S: AsRef<str>>(&self, keys: &[S]) -> Option<f64> {
+        self.get(keys).and_then(Value::as_f64)
+    }
+
+    pub fn bool_get(&self, key: &str) -> Option<bool> {
+        self.raw.get(key).and_then(Value::as_bool)
+    }
+
+    /// A list of numbers (`ssm_multipliers`, ...).
+    pub fn floats(&self, key: &str) -> Option<Vec<f64>> {
+        self.raw.get(key)?.as_array()?.iter().map(Value::as_f64).collect()
+    }
+
+    /// A list of non-negative integers (`attn_layer_indices`, ...).
+    pub fn ints(&self, key: &str) -> Option<Vec<u64>> {
+        self.raw.get(key)?.as_array()?.iter().map(as_int).collect()
+    }
+
+    /// A list of strings (`layer_types`, ...).
+    pub fn strings(&self, key: &str) -> Option<Vec<String>> {
+        self.raw.get(key)?.as_array()?.iter().map(|v| v.as_str().map(str::to_string)).collect()
     }
 
     /// A key of the state-spaces `ssm_cfg` object.
-    fn ssm_cfg_int(&self, key: &str) -> Option<u64> {
+    pub fn ssm_cfg_int(&self, key: &str) -> Option<u64> {
         self.raw.get("ssm_cfg").and_then(|s| s.get(key)).filter(|v| !falsy(v)).and_then(as_int)
     }
 
-    fn str_of(&self, key: &str) -> Option<&str> {
+    pub fn str_of(&self, key: &str) -> Option<&str> {
         self.raw.get(key).and_then(Value::as_str)
     }
 
-    /// Resolves the hyperparameters for `self.arch`.
-    pub fn hparams(&self, dir: &Path) -> Result<Hparams> {
-        let hp = self.hparams_inner(dir)?;
-        if hp.d_model == 0 || hp.d_inner == 0 {
-            return Err(cfg_err(self.source, dir, "the hidden size and the inner size must be positive"));
+    /// A copy with `defaults` filled in for absent (or `null`) keys: what llama.cpp sees of a
+    /// config it reads through transformers' `AutoConfig` (whose `to_dict()` has every key).
+    pub fn with_defaults(&self, defaults: &[(&str, Value)]) -> ModelConfig {
+        let mut c = self.clone();
+        for (k, v) in defaults {
+            if !c.has(k) {
+                c.raw.insert(k.to_string(), v.clone());
+            }
         }
-        if hp.d_model > u32::MAX as u64 || hp.d_inner > u32::MAX as u64 || hp.n_layer > u32::MAX as u64 {
-            return Err(cfg_err(self.source, dir, "a dimension does not fit in 32 bits"));
-        }
-        Ok(hp)
+        c
     }
 
-    fn hparams_inner(&self, dir: &Path) -> Result<Hparams> {
-        let mut warnings = Vec::new();
-        let n_layer = self.int_req(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"], dir)?;
-        let vocab_size = self.int_opt(&["vocab_size"]);
-        let pad_multiple = |default: u64| match self.raw.get("pad_vocab_size_multiple") {
-            // `hparams.get("pad_vocab_size_multiple", default)`: a present value is used as is.
-            Some(v) => as_int(v).filter(|&m| m > 0).unwrap_or(default),
-            None => default,
-        };
-        let eps_keys = ["layer_norm_epsilon", "rms_norm_eps"];
-        match self.arch {
-            Arch::Mamba => {
-                let d_model = self.int_req(&["hidden_size", "d_model"], dir)?;
-                let d_conv = self.int_opt(&["conv_kernel", "d_conv"]).or(self.ssm_cfg_int("d_conv")).unwrap_or(4);
-                let expand = self.int_opt(&["expand"]).or(self.ssm_cfg_int("expand")).unwrap_or(2);
-                let d_inner = self.int_opt(&["intermediate_size", "d_inner"]).unwrap_or(expand.saturating_mul(d_model));
-                let d_state = self.int_opt(&["state_size", "d_state"]).or(self.ssm_cfg_int("d_state")).unwrap_or(16);
-                let dt_rank = self.int_or(&["time_step_rank", "dt_rank"], d_model.div_ceil(16));
-                let eps = self.float_or(&eps_keys, 1e-5) as f32;
-                let falcon =
-                    self.str_of("model_type") == Some("falcon_mamba") || self.hf_arch == "FalconMambaForCausalLM";
-                if d_inner != d_model.saturating_mul(2) {
-                    warnings.push(format!(
-                        "d_inner {d_inner} is not 2 x d_model {d_model}: llama.cpp loads only Mamba models with an expansion factor of 2"
-                    ));
-                }
-                Ok(Hparams {
-                    d_model,
-                    n_layer,
-                    d_inner,
-                    d_state,
-                    d_conv,
-                    dt_rank,
-                    n_group: 0,
-                    head_dim: 1,
-                    n_head: d_inner,
-                    eps,
-                    context_length: 1 << 20,
-                    dt_b_c_rms: falcon,
-                    dt_b_c_eps: falcon.then(|| self.float_or(&["mixer_rms_eps"], 1e-6) as f32),
-                    vocab_size,
-                    pad_vocab_multiple: Some(pad_multiple(8)),
-                    jamba: None,
-                    warnings,
-                })
-            }
-            Arch::Mamba2 => {
-                let d_model = self.int_req(&["hidden_size", "d_model", "dim"], dir)?;
-                let expand = self.int_opt(&["expand"]).or(self.ssm_cfg_int("expand")).unwrap_or(2);
-                let d_inner = self
-                    .int_opt(&["mamba_d_ssm", "intermediate_size", "d_inner"])
-                    .unwrap_or(expand.saturating_mul(d_model));
-                let n_group = self.int_opt(&["n_groups"]).or(self.ssm_cfg_int("ngroups")).unwrap_or(1);
-                let d_conv = self.int_opt(&["conv_kernel", "d_conv"]).or(self.ssm_cfg_int("d_conv")).unwrap_or(4);
-                let d_state = self.int_opt(&["state_size", "d_state"]).or(self.ssm_cfg_int("d_state")).unwrap_or(128);
-                let head_dim =
-                    self.int_opt(&["mamba_d_head", "head_dim"]).or(self.ssm_cfg_int("headdim")).unwrap_or(64);
-                let eps = self.float_or(&eps_keys, 1e-5) as f32;
-                if head_dim == 0 || !d_inner.is_multiple_of(head_dim) {
-                    return Err(cfg_err(
-                        self.source,
-                        dir,
-                        format!("the inner size {d_inner} is not a multiple of the head dim {head_dim}"),
-                    ));
-                }
-                if n_group == 0 || !d_inner.is_multiple_of(n_group) {
-                    return Err(cfg_err(
-                        self.source,
-                        dir,
-                        format!("the inner size {d_inner} is not a multiple of the group count {n_group}"),
-                    ));
-                }
-                let n_head = d_inner / head_dim;
-                if let Some(h) = self.int_opt(&["num_heads"]) {
-                    if h != n_head {
-                        return Err(cfg_err(
-                            self.source,
-                            dir,
-                            format!("num_heads {h} contradicts inner size {d_inner} / head dim {head_dim} = {n_head}"),
-                        ));
-                    }
-                }
-                if !n_head.is_multiple_of(n_group) {
-                    return Err(cfg_err(
-                        self.source,
-                        dir,
-                        format!("{n_head} heads cannot be split into {n_group} groups"),
-                    ));
-                }
-                if d_inner != d_model.saturating_mul(2) {
-                    warnings.push(format!(
-                        "d_inner {d_inner} is not 2 x d_model {d_model}: llama.cpp's converter refuses such Mamba-2 models"
-                    ));
-                }
-                Ok(Hparams {
-                    d_model,
-                    n_layer,
-                    d_inner,
-                    d_state,
-                    d_conv,
-                    dt_rank: n_head,
-                    n_group,
-                    head_dim,
-                    n_head,
-                    eps,
-                    context_length: 1 << 20,
-                    dt_b_c_rms: false,
-                    dt_b_c_eps: None,
-                    vocab_size,
-                    pad_vocab_multiple: Some(pad_multiple(16)),
-                    jamba: None,
-                    warnings,
-                })
-            }
-            Arch::Jamba => {
-                // transformers' JambaConfig defaults stand in for absent keys (llama.cpp reads the
-                // config through AutoConfig).
-                let d_model = self.int_opt(&["hidden_size", "mamba_d_model"]).unwrap_or(4096);
-                let d_conv = self.int_or(&["mamba_d_conv"], 4);
-                let expand = self.int_opt(&["mamba_expand"]).unwrap_or(2);
-                let d_inner = expand.saturating_mul(d_model);
-                let d_state = self.int_or(&["mamba_d_state"], 16);
-                let dt_rank = self.int_or(&["mamba_dt_rank"], d_model.div_ceil(16));
-                let eps = self.float_or(&eps_keys, 1e-6) as f32;
-                let n_head = self.int_opt(&["num_attention_heads"]).unwrap_or(32);
-                let n_kv_head = match self.raw.get("num_key_value_heads") {
-                    Some(Value::Null) => n_head,
-                    Some(v) => as_int(v).unwrap_or(8),
-                    None => 8,
-                };
-                let jp = JambaParams {
-                    n_ff: self.int_opt(&["intermediate_size"]).unwrap_or(14336),
-                    n_head,
-                    n_kv_head,
-                    attn_offset: self.int_opt(&["attn_layer_offset"]).unwrap_or(4),
-                    attn_period: self.int_opt(&["attn_layer_period"]).unwrap_or(8),
-                    expert_offset: self.int_opt(&["expert_layer_offset"]).unwrap_or(1),
-                    expert_period: self.int_opt(&["expert_layer_period"]).unwrap_or(2),
-                    n_expert: self.int_opt(&["num_experts", "num_local_experts"]).unwrap_or(16),
-                    n_expert_used: self.int_opt(&["num_experts_per_tok"]).unwrap_or(2),
-                };
-                if jp.attn_period == 0 || jp.expert_period == 0 {
-                    return Err(cfg_err(
-                        self.source,
-                        dir,
-                        "attn_layer_period and expert_layer_period must be positive",
-                    ));
-                }
-                if n_head == 0 || !d_model.is_multiple_of(n_head) {
-                    return Err(cfg_err(
-                        self.source,
-                        dir,
-                        format!("hidden size {d_model} is not a multiple of num_attention_heads {n_head}"),
-                    ));
-                }
-                if d_inner != d_model.saturating_mul(2) {
-                    warnings.push(format!(
-                        "mamba_expand is {expand}: llama.cpp loads only Jamba models with an expansion factor of 2"
-                    ));
-                }
-                let context_length = self.int_opt(&["max_position_embeddings", "n_ctx"]).unwrap_or(262144);
-                Ok(Hparams {
-                    d_model,
-                    n_layer,
-                    d_inner,
-                    d_state,
-                    d_conv,
-                    dt_rank,
-                    n_group: 0,
-                    head_dim: 1,
-                    n_head: d_inner,
-                    eps,
-                    context_length,
-                    dt_b_c_rms: false,
-                    dt_b_c_eps: None,
-                    vocab_size: vocab_size.or(Some(65536)),
-                    pad_vocab_multiple: None,
-                    jamba: Some(jp),
-                    warnings,
-                })
-            }
-        }
+    /// An error about this configuration file.
+    pub fn err(&self, dir: &Path, msg: impl std::fmt::Display) -> CoilError {
+        cfg_err(self.source, dir, msg)
     }
 
     /// `tie_word_embeddings` / `tie_embeddings`, if stated.
@@ -554,7 +385,7 @@ fn replace_nonfinite(text: &str) -> String {
     out
 }
 
-fn as_int(v: &Value) -> Option<u64> {
+pub fn as_int(v: &Value) -> Option<u64> {
     if let Some(u) = v.as_u64() {
         return Some(u);
     }
@@ -601,15 +432,9 @@ mod tests {
     }
 
     #[test]
-    fn mamba_defaults() {
-        let c = cfg(
-            r#"{"architectures":["MambaForCausalLM"],"hidden_size":40,"num_hidden_layers":3,"time_step_rank":"auto"}"#,
-        )
-        .unwrap();
-        let h = c.hparams(Path::new("/m")).unwrap();
-        assert_eq!((h.d_inner, h.d_state, h.d_conv, h.dt_rank), (80, 16, 4, 3));
-        assert_eq!(h.pad_vocab_multiple, Some(8));
+    fn pad() {
         assert_eq!(pad_vocab(50277, 8), 50280);
+        assert_eq!(pad_vocab(50277, 1), 50277);
     }
 
     #[test]

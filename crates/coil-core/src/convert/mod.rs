@@ -1,15 +1,21 @@
 //! Hugging Face checkpoints to GGUF, following llama.cpp's converter (`convert_hf_to_gguf.py`,
-//! `conversion/mamba.py`, `conversion/jamba.py`, gguf-py) so that the files load in llama.cpp and
-//! in coil alike.
+//! `conversion/*.py`, gguf-py) so that the files load in llama.cpp and in coil alike, with the same
+//! keys, tensor names, shapes and types — except where llama.cpp's file would compute something
+//! else than transformers, which each architecture's file documents.
 //!
 //! Input: a directory with `config.json` (HF or state-spaces) or Mistral's `params.json`,
 //! safetensors weights (`model.safetensors`, shards with `model.safetensors.index.json`, or
 //! `consolidated.safetensors`), and optionally `tokenizer.json` / `tokenizer.model` /
 //! `tokenizer.model.v3` with `tokenizer_config.json`.
 //!
-//! Architectures: `MambaForCausalLM`, `MambaLMHeadModel` and `FalconMambaForCausalLM` become
-//! `mamba`; `Mamba2ForCausalLM` (Mamba-Codestral included) becomes `mamba2`; `JambaForCausalLM`
-//! becomes `jamba`.
+//! Architectures (HF -> `general.architecture`), one file each in `archs/`:
+//! * `MambaForCausalLM`, `MambaLMHeadModel`, `FalconMambaForCausalLM` -> `mamba`;
+//! * `Mamba2ForCausalLM` (Mamba-Codestral included) -> `mamba2`;
+//! * `JambaForCausalLM` -> `jamba`;
+//! * `GraniteMoeHybridForCausalLM` (Granite-4.0-H), `BambaForCausalLM` -> `granitehybrid`;
+//! * `NemotronHForCausalLM` -> `nemotron_h`, or `nemotron_h_moe` when a layer is a MoE layer;
+//! * `FalconH1ForCausalLM` -> `falcon-h1` (µP multipliers folded into the weights);
+//! * `Lfm2ForCausalLM` -> `lfm2`, `Lfm2MoeForCausalLM` -> `lfm2moe`.
 //!
 //! [`convert`] streams: it checks everything it can first (configuration, every tensor's name,
 //! dtype and shape, the tokenizer), writes the GGUF header with every tensor's final size, then
@@ -17,9 +23,11 @@
 //! the model size. It writes to a temporary file beside the output and renames it at the end; an
 //! error or an abort from the progress callback removes the temporary file and leaves no output.
 //!
-//! See `tensors.rs` for the tensor mapping and transforms, `vocab.rs` for the tokenizer metadata,
-//! `numeric.rs` for the arithmetic, and `config.rs` for the hyperparameters.
+//! See `archs/` for each architecture's keys and tensors, `tensors.rs` for the plan and its
+//! transforms, `vocab.rs` for the tokenizer metadata, `numeric.rs` for the arithmetic, and
+//! `config.rs` for the configuration lookups.
 
+mod archs;
 pub mod config;
 mod numeric;
 mod quant_seam;
@@ -30,12 +38,12 @@ pub mod vocab;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use config::{Arch, ConfigSource, Hparams, ModelConfig, SUPPORTED_ARCHITECTURES};
+pub use config::{Arch, ConfigSource, ModelConfig, SUPPORTED_ARCHITECTURES};
 pub use numeric::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, neg_exp};
 pub use safetensors::{Checkpoint, SafetensorsFile, StDtype, StTensor};
 
 use crate::error::{CoilError, ErrorCode, Result};
-use crate::gguf::{layout_tensors, write_header, GgmlType, GgufArray, GgufValue, TensorInfo};
+use crate::gguf::{layout_tensors, write_header, GgmlType, GgufValue, TensorInfo};
 use tensors::{Plan, PlannedTensor, Transform};
 
 /// The GGUF data alignment written (gguf-py's default).
@@ -227,11 +235,6 @@ struct Prepared {
     warnings: Vec<String>,
 }
 
-fn u32_of(what: &str, v: u64) -> Result<u32> {
-    u32::try_from(v)
-        .map_err(|_| CoilError::new(ErrorCode::InvalidArgument, format!("{what} {v} does not fit in a u32")))
-}
-
 /// The GGUF type of `t` for the chosen matrix type.
 fn tensor_type(t: &PlannedTensor, matrix: GgmlType) -> GgmlType {
     if t.forced_f32 {
@@ -254,11 +257,7 @@ fn dir_name(dir: &Path) -> String {
 
 fn prepare(dir: &Path, opts: &ConvertOptions) -> Result<Prepared> {
     let config = ModelConfig::load(dir)?;
-    let hp = config.hparams(dir)?;
-    let mut warnings = hp.warnings.clone();
     let ck = Checkpoint::open_dir(dir)?;
-    let plan = tensors::plan(&ck, config.arch, &hp)?;
-    warnings.extend(plan.warnings.iter().cloned());
 
     // Output type (`auto`: the first matrix's dtype, as llama.cpp guesses it).
     let outtype = match opts.outtype {
@@ -270,6 +269,11 @@ fn prepare(dir: &Path, opts: &ConvertOptions) -> Result<Prepared> {
     };
     let matrix = outtype.ggml_type().unwrap_or(GgmlType::F16);
     let file_type = outtype.file_type().unwrap_or(1);
+
+    let built = archs::build(&archs::Cx { cfg: &config, dir, ck: &ck, file_type })?;
+    let plan = built.plan;
+    let mut warnings = built.warnings;
+    warnings.extend(plan.warnings.iter().cloned());
 
     let mut infos = Vec::with_capacity(plan.tensors.len());
     let mut types = Vec::with_capacity(plan.tensors.len());
@@ -301,59 +305,16 @@ fn prepare(dir: &Path, opts: &ConvertOptions) -> Result<Prepared> {
         ));
     }
 
-    // Metadata in the reference converter's order: general.*, the model's parameters (ending
-    // with general.file_type), general.quantization_version, then the tokenizer.
+    // Metadata in the reference converter's order: general.*, the model's parameters (with
+    // general.file_type), general.quantization_version, then the tokenizer.
     let arch = config.arch;
-    let a = arch.name();
     let name = opts.name.clone().unwrap_or_else(|| dir_name(dir));
     let mut md: Vec<(String, GgufValue)> =
-        vec![("general.architecture".into(), a.into()), ("general.type".into(), "model".into())];
+        vec![("general.architecture".into(), arch.name().into()), ("general.type".into(), "model".into())];
     if !name.is_empty() {
         md.push(("general.name".into(), name.as_str().into()));
     }
-    let k = |s: &str| format!("{a}.{s}");
-    let u = |what: &str, v: u64| -> Result<GgufValue> { Ok(GgufValue::U32(u32_of(what, v)?)) };
-    match arch {
-        Arch::Mamba | Arch::Mamba2 => {
-            md.push((k("context_length"), u("context length", hp.context_length)?));
-            md.push((k("embedding_length"), u("embedding length", hp.d_model)?));
-            md.push((k("feed_forward_length"), GgufValue::U32(0)));
-            md.push((k("attention.head_count"), GgufValue::U32(0)));
-            md.push((k("block_count"), u("block count", hp.n_layer)?));
-            md.push((k("ssm.conv_kernel"), u("conv kernel", hp.d_conv)?));
-            md.push((k("ssm.inner_size"), u("inner size", hp.d_inner)?));
-            md.push((k("ssm.state_size"), u("state size", hp.d_state)?));
-            md.push((k("ssm.time_step_rank"), u("time step rank", hp.dt_rank)?));
-            if arch == Arch::Mamba2 {
-                md.push((k("ssm.group_count"), u("group count", hp.n_group)?));
-            }
-            md.push((k("attention.layer_norm_rms_epsilon"), GgufValue::F32(hp.eps)));
-            if arch == Arch::Mamba {
-                md.push((k("ssm.dt_b_c_rms"), GgufValue::Bool(hp.dt_b_c_rms)));
-                if let Some(e) = hp.dt_b_c_eps {
-                    md.push((k("ssm.dt_b_c_rms_epsilon"), GgufValue::F32(e)));
-                }
-            }
-        }
-        Arch::Jamba => {
-            let jp =
-                hp.jamba.as_ref().ok_or_else(|| CoilError::new(ErrorCode::Internal, "jamba without its parameters"))?;
-            md.push((k("block_count"), u("block count", hp.n_layer)?));
-            md.push((k("context_length"), u("context length", hp.context_length)?));
-            md.push((k("embedding_length"), u("embedding length", hp.d_model)?));
-            md.push((k("feed_forward_length"), u("feed forward length", jp.n_ff)?));
-            md.push((k("attention.head_count"), u("head count", jp.n_head)?));
-            md.push((k("attention.head_count_kv"), GgufValue::Array(GgufArray::I32(jp.head_count_kv(hp.n_layer)))));
-            md.push((k("ssm.conv_kernel"), u("conv kernel", hp.d_conv)?));
-            md.push((k("ssm.inner_size"), u("inner size", hp.d_inner)?));
-            md.push((k("ssm.state_size"), u("state size", hp.d_state)?));
-            md.push((k("ssm.time_step_rank"), u("time step rank", hp.dt_rank)?));
-            md.push((k("attention.layer_norm_rms_epsilon"), GgufValue::F32(hp.eps)));
-            md.push((k("expert_count"), u("expert count", jp.n_expert)?));
-            md.push((k("expert_used_count"), u("expert used count", jp.n_expert_used)?));
-        }
-    }
-    md.push(("general.file_type".into(), GgufValue::U32(file_type)));
+    md.extend(built.metadata);
     md.push(("general.quantization_version".into(), GgufValue::U32(QUANTIZATION_VERSION)));
 
     let vocab = vocab::build(dir, arch, plan.n_vocab, &mut warnings)?;
@@ -543,6 +504,7 @@ fn write_tensor<W: Write>(
         let es = src.dtype.size();
         let data = ck.data(src);
         let same = t.transform == Transform::None
+            && piece.scale == 1.0
             && matches!(
                 (src.dtype, ty),
                 (StDtype::F32, GgmlType::F32) | (StDtype::F16, GgmlType::F16) | (StDtype::BF16, GgmlType::BF16)
@@ -563,6 +525,11 @@ fn write_tensor<W: Write>(
                 if t.transform == Transform::NegExp {
                     for v in buf.iter_mut() {
                         *v = numeric::neg_exp(*v);
+                    }
+                }
+                if piece.scale != 1.0 {
+                    for v in buf.iter_mut() {
+                        *v = (*v as f64 * piece.scale) as f32;
                     }
                 }
                 out.clear();

@@ -7,6 +7,10 @@
 //! * `mamba2`: `tokenizer.model`, else `tokenizer.model.v3` (Mamba-Codestral; llama.cpp stops
 //!   and asks for a rename), else `tokenizer.json`.
 //! * `jamba`: `tokenizer.model`, else `tokenizer.json`.
+//! * `granitehybrid` (Mamba-2's order): `tokenizer.model`, else `tokenizer.model.v3`, else
+//!   `tokenizer.json`.
+//! * `nemotron_h`, `nemotron_h_moe`, `falcon-h1`, `lfm2`, `lfm2moe`: `tokenizer.json` (llama.cpp
+//!   reads nothing else for them; coil falls back to `tokenizer.model`).
 //! * none of them: no tokenizer keys and a warning (llama.cpp falls back to a GPT-NeoX vocabulary
 //!   bundled with it, which coil does not ship).
 //!
@@ -21,7 +25,11 @@
 //!   `tokenizer.json` instead and writes the name whose splitting rules match it: a plain
 //!   `ByteLevel` pre-tokenizer (GPT-2's regex; GPT-NeoX, the Mamba vocabulary) gives `gpt-2`, which
 //!   llama.cpp splits exactly as `mpt` / `olmo` (what it writes for GPT-NeoX); the Llama-3 split
-//!   gives `llama-bpe`; `Digits` + `ByteLevel` gives `starcoder`. Anything else is refused.
+//!   gives `llama-bpe`; `Digits` + `ByteLevel` gives `starcoder`. Anything else is refused. A
+//!   Llama-3 split is written under the name llama.cpp's table gives that model family (all of them
+//!   tokenize alike there): `falcon-h1` for Falcon-H1, `lfm2` for LFM2, `pixtral` for Nemotron-H,
+//!   and `dbrx` for Granite-hybrid models whose BPE does not ignore merges (Granite-4's
+//!   GPT-4-style vocabulary; a Llama-3 vocabulary, as Bamba's, stays `llama-bpe`).
 //! * SentencePiece pieces of type USER_DEFINED keep that type (llama.cpp writes NORMAL), so that
 //!   they are matched whole as SentencePiece does.
 //! * `byte_fallback` BPE from `tokenizer.json`: scores come from the merge ranks (the token made by
@@ -76,6 +84,8 @@ pub fn build(dir: &Path, arch: Arch, n_vocab: u64, warnings: &mut Vec<String>) -
         Arch::Mamba => &[&json, &spm],
         Arch::Mamba2 => &[&spm, &spm3, &json],
         Arch::Jamba => &[&spm, &json],
+        Arch::GraniteHybrid => &[&spm, &spm3, &json],
+        Arch::NemotronH | Arch::NemotronHMoe | Arch::FalconH1 | Arch::Lfm2 | Arch::Lfm2Moe => &[&json, &spm],
     };
     let Some(path) = order.iter().find(|p| p.is_file()) else {
         warnings.push(format!(
@@ -90,7 +100,7 @@ pub fn build(dir: &Path, arch: Arch, n_vocab: u64, warnings: &mut Vec<String>) -
         if byte_fallback {
             llama_hf(dir, path, &v, arch, n_vocab)?
         } else {
-            gpt2(dir, path, &v, n_vocab)?
+            gpt2(dir, path, &v, arch, n_vocab)?
         }
     } else {
         sentencepiece(dir, path, n_vocab)?
@@ -142,14 +152,30 @@ pub fn gpt2_pre_name(tokenizer_json: &Value) -> std::result::Result<&'static str
     ))
 }
 
+/// The name llama.cpp gives a byte-level BPE with `pre` splitting in the family of `arch` (see the
+/// module docs).
+pub fn family_pre_name(arch: Arch, pre: &'static str, tokenizer_json: &Value) -> &'static str {
+    if pre != "llama-bpe" {
+        return pre;
+    }
+    let ignore_merges = tokenizer_json.pointer("/model/ignore_merges").and_then(Value::as_bool).unwrap_or(false);
+    match arch {
+        Arch::FalconH1 => "falcon-h1",
+        Arch::Lfm2 | Arch::Lfm2Moe => "lfm2",
+        Arch::NemotronH | Arch::NemotronHMoe => "pixtral",
+        Arch::GraniteHybrid if !ignore_merges => "dbrx",
+        _ => pre,
+    }
+}
+
 /// `_set_vocab_gpt2`: a byte-level BPE vocabulary.
-fn gpt2(dir: &Path, path: &Path, v: &Value, n_vocab: u64) -> Result<VocabOut> {
+fn gpt2(dir: &Path, path: &Path, v: &Value, arch: Arch, n_vocab: u64) -> Result<VocabOut> {
     let mut warnings = Vec::new();
     match v.pointer("/model/type").and_then(Value::as_str) {
         Some("BPE") | None => {}
         Some(t) => return Err(tok_err(path, format!("the tokenizer model is {t}; only BPE vocabularies convert"))),
     }
-    let pre = gpt2_pre_name(v).map_err(|m| tok_err(path, m))?;
+    let pre = family_pre_name(arch, gpt2_pre_name(v).map_err(|m| tok_err(path, m))?, v);
     let text = serde_json::to_string(v).unwrap_or_default();
     let cfg = TokenizerConfig::from_hf_tokenizer_json(&text, Some(pre)).map_err(|mut e| {
         e.message = format!("{}: {}", path.display(), e.message);
@@ -795,6 +821,22 @@ mod tests {
         let llama3 = r#"{"pre_tokenizer":{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},"behavior":"Isolated","invert":false},{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":false}]}}"#;
         assert_eq!(gpt2_pre_name(&j(llama3)), Ok("llama-bpe"));
         assert!(gpt2_pre_name(&j(r#"{"pre_tokenizer":{"type":"Whitespace"}}"#)).is_err());
+    }
+
+    #[test]
+    fn family_names() {
+        let j = |s: &str| -> Value { serde_json::from_str(s).unwrap() };
+        let (plain, ignoring) = (j(r#"{"model":{}}"#), j(r#"{"model":{"ignore_merges":true}}"#));
+        assert_eq!(family_pre_name(Arch::FalconH1, "llama-bpe", &ignoring), "falcon-h1");
+        assert_eq!(family_pre_name(Arch::Lfm2Moe, "llama-bpe", &ignoring), "lfm2");
+        assert_eq!(family_pre_name(Arch::NemotronHMoe, "llama-bpe", &ignoring), "pixtral");
+        assert_eq!(family_pre_name(Arch::GraniteHybrid, "llama-bpe", &plain), "dbrx");
+        assert_eq!(family_pre_name(Arch::GraniteHybrid, "llama-bpe", &ignoring), "llama-bpe");
+        assert_eq!(family_pre_name(Arch::FalconH1, "gpt-2", &ignoring), "gpt-2");
+        assert_eq!(family_pre_name(Arch::Mamba, "llama-bpe", &plain), "llama-bpe");
+        for name in ["falcon-h1", "lfm2", "pixtral", "dbrx"] {
+            assert!(crate::tokenizer::pretok::pre_info(Some(name)).is_ok(), "{name}");
+        }
     }
 
     #[test]

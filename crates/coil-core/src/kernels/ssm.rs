@@ -206,6 +206,9 @@ pub struct Scan2Args<'a> {
     pub dt: &'a [f32],
     pub dt_stride: usize,
     pub dt_bias: Option<&'a [f32]>,
+    /// Δ is clamped to at least this after the softplus (transformers' `time_step_limit[0]`,
+    /// Nemotron-H's `time_step_min`); 0: no clamp.
+    pub dt_min: f32,
     /// A `[H]` (−exp(A_log)).
     pub a: &'a [f32],
     /// `B[t][g][n] = b[t*bc_stride + g*N + n]`, C likewise.
@@ -246,7 +249,10 @@ pub fn ssm_scan2_ref(p: &Scan2Args, state: &mut [f32], y: &mut [f32]) {
     for t in 0..p.n_t {
         for h in 0..hn {
             let g = h / hpg;
-            let dt = softplus_ref(p.dt[t * p.dt_stride + h] + p.dt_bias.map_or(0.0, |b| b[h]));
+            let mut dt = softplus_ref(p.dt[t * p.dt_stride + h] + p.dt_bias.map_or(0.0, |b| b[h]));
+            if p.dt_min > 0.0 {
+                dt = dt.max(p.dt_min);
+            }
             let da = exp_ref(dt * p.a[h]);
             for q in 0..pn {
                 let x = p.x[t * p.x_stride + h * pn + q];
@@ -329,7 +335,10 @@ unsafe fn scan2_g<V: Vf32>(p: &Scan2Args, h0: usize, h1: usize, state: *mut f32,
         for t in 0..p.n_t {
             // The per-token scalars go through the one-lane instantiation of the vector math, so
             // every path computes them identically.
-            let dt = softplus_v(Portable::splat(*p.dt.as_ptr().add(t * p.dt_stride + h) + bias)).hsum();
+            let mut dt = softplus_v(Portable::splat(*p.dt.as_ptr().add(t * p.dt_stride + h) + bias)).hsum();
+            if p.dt_min > 0.0 {
+                dt = dt.max(p.dt_min);
+            }
             let da = exp_v(Portable::splat(dt * a)).hsum();
             let bt = p.b.as_ptr().add(t * p.bc_stride + g * nn);
             let ct = p.c.as_ptr().add(t * p.bc_stride + g * nn);
@@ -466,6 +475,8 @@ pub(crate) fn selfcheck(out: &mut Vec<(&'static str, f32)>) {
                 dt: &dt,
                 dt_stride: hn,
                 dt_bias: Some(&dtb),
+                // One case clamps Δ (some of these dt fall below 0.3).
+                dt_min: if g == 2 { 0.3 } else { 0.0 },
                 a: &a,
                 b: &bc,
                 c: &bc[g * n..],

@@ -162,6 +162,10 @@ pub struct HParams {
     /// The eps of those norms: `ssm.dt_b_c_rms_epsilon` when the file has it (coil's converter
     /// records transformers' `mixer_rms_eps` there), else `eps` as llama.cpp does.
     pub dt_b_c_eps: f32,
+    /// Mamba-2: the smallest Δ (`{arch}.ssm.dt_min`, which coil's converter writes from
+    /// transformers' `time_step_limit[0]` / Nemotron-H's `time_step_min`; llama.cpp has no such
+    /// key and does not clamp). 0: no clamp.
+    pub dt_min: f32,
     /// Per layer: whether it keeps recurrent state. Empty means every layer (mamba, mamba2).
     pub recurrent: Vec<bool>,
 
@@ -347,6 +351,7 @@ impl HParams {
             n_group: 1,
             dt_b_c_rms: false,
             dt_b_c_eps: 0.0,
+            dt_min: 0.0,
             recurrent: Vec::new(),
             n_head_attn: 0,
             n_head_kv: Vec::new(),
@@ -512,7 +517,7 @@ impl HParams {
 // ---- Readers shared by several architectures ----
 
 /// The Mamba-2 SSM keys (`ssm.conv_kernel`, `inner_size`, `state_size`, `time_step_rank` = heads,
-/// `group_count`).
+/// `group_count`, and coil's optional `dt_min`).
 pub(crate) fn read_mamba2_ssm(k: &Keys, hp: &mut HParams) -> Result<()> {
     hp.d_inner = k.positive("ssm.inner_size", MAX_DIM)?;
     hp.d_state = k.positive("ssm.state_size", 4096)?;
@@ -532,6 +537,12 @@ pub(crate) fn read_mamba2_ssm(k: &Keys, hp: &mut HParams) -> Result<()> {
     hp.n_head = h;
     hp.head_dim = hp.d_inner / h;
     hp.n_group = g;
+    if let Some(m) = k.opt_f32("ssm.dt_min")? {
+        if m < 0.0 {
+            return Err(invalid(format!("{a}.ssm.dt_min = {m} is negative")));
+        }
+        hp.dt_min = m;
+    }
     Ok(())
 }
 

@@ -32,7 +32,7 @@ mod config;
 mod decode;
 mod gguf;
 mod hash;
-mod pretok;
+pub(crate) mod pretok;
 pub mod sources;
 mod special;
 mod spm;

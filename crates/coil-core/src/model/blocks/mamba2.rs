@@ -2,7 +2,7 @@
 //! mamba2, Granite-4.0-H, Nemotron-H and Falcon-H1:
 //! ```text
 //! [z | xBC | dt] = W_in u;  xBC = silu(conv(xBC) + b);  [x | B | C] = xBC
-//! y = scan(x, dt + b_dt, A, B, C, D) · silu(z)
+//! y = scan(x, dt + b_dt, A, B, C, D) · silu(z)      (Δ clamped at ssm.dt_min when the file says)
 //! y = group_rms_norm(y) · w          (when the layer has ssm_norm; gate first, then norm)
 //! out = W_out y
 //! ```
@@ -94,6 +94,7 @@ impl Mamba2 {
                 dt: &proj[s.start * dip + dt_col..],
                 dt_stride: dip,
                 dt_bias: self.dt_bias.as_deref(),
+                dt_min: hp.dt_min,
                 a: &self.a,
                 b: &conv[s.start * cd + e..],
                 c: &conv[s.start * cd + e + g * n..],
