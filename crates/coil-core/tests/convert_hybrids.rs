@@ -128,6 +128,22 @@ const FIXTURES: &[Fixture] = &[
         ),
     },
     Fixture {
+        name: "falcon-h1-norm-first",
+        arch: "falcon-h1",
+        extra_keys: &[(
+            "falcon-h1.ssm.norm_before_gate",
+            "transformers normalises the Mamba output before the SiLU gate (mamba_norm_before_gate, its default); \
+             llama.cpp has no key for it and always gates first",
+        )],
+        changed_keys: NO,
+        extra_tensors: NO,
+        changed_data: NO,
+        llama_cpp_logits: Some(
+            "llama.cpp gates before the group norm whatever the checkpoint says \
+             (reference.json sensitivity.norm_before_gate)",
+        ),
+    },
+    Fixture {
         name: "lfm2",
         arch: "lfm2",
         extra_keys: NO,
@@ -367,6 +383,11 @@ fn falcon_h1() {
 #[test]
 fn falcon_h1_tied() {
     check("falcon-h1-tied");
+}
+
+#[test]
+fn falcon_h1_norm_first() {
+    check("falcon-h1-norm-first");
 }
 
 #[test]

@@ -166,6 +166,9 @@ pub struct HParams {
     /// transformers' `time_step_limit[0]` / Nemotron-H's `time_step_min`; llama.cpp has no such
     /// key and does not clamp). 0: no clamp.
     pub dt_min: f32,
+    /// Mamba-2: normalise before the SiLU gate (`{arch}.ssm.norm_before_gate`, which coil's
+    /// converter writes for Falcon-H1's `mamba_norm_before_gate`; llama.cpp always gates first).
+    pub norm_before_gate: bool,
     /// Per layer: whether it keeps recurrent state. Empty means every layer (mamba, mamba2).
     pub recurrent: Vec<bool>,
 
@@ -352,6 +355,7 @@ impl HParams {
             dt_b_c_rms: false,
             dt_b_c_eps: 0.0,
             dt_min: 0.0,
+            norm_before_gate: false,
             recurrent: Vec::new(),
             n_head_attn: 0,
             n_head_kv: Vec::new(),
@@ -517,7 +521,7 @@ impl HParams {
 // ---- Readers shared by several architectures ----
 
 /// The Mamba-2 SSM keys (`ssm.conv_kernel`, `inner_size`, `state_size`, `time_step_rank` = heads,
-/// `group_count`, and coil's optional `dt_min`).
+/// `group_count`, and coil's optional `dt_min` and `norm_before_gate`).
 pub(crate) fn read_mamba2_ssm(k: &Keys, hp: &mut HParams) -> Result<()> {
     hp.d_inner = k.positive("ssm.inner_size", MAX_DIM)?;
     hp.d_state = k.positive("ssm.state_size", 4096)?;
@@ -543,6 +547,7 @@ pub(crate) fn read_mamba2_ssm(k: &Keys, hp: &mut HParams) -> Result<()> {
         }
         hp.dt_min = m;
     }
+    hp.norm_before_gate = k.opt_bool("ssm.norm_before_gate")?.unwrap_or(false);
     Ok(())
 }
 

@@ -72,9 +72,12 @@ pub(super) fn build(cx: &Cx) -> Result<Built> {
     let head_dim = c.int_get(&["head_dim"]).unwrap_or(d / n_head);
     let n_ff = c.int_req(&["intermediate_size"], dir)?;
     let rms_norm = c.bool_get("mamba_rms_norm").unwrap_or(false);
-    if rms_norm && c.bool_get("mamba_norm_before_gate").unwrap_or(true) {
+    // transformers' default is to normalise before the gate; llama.cpp has no key for it and always
+    // gates first. coil records it (`ssm.norm_before_gate`, which llama.cpp ignores) and computes it.
+    let norm_before_gate = rms_norm && c.bool_get("mamba_norm_before_gate").unwrap_or(true);
+    if norm_before_gate {
         warnings.push(
-            "mamba_norm_before_gate: transformers normalises before the gate, llama.cpp and coil gate first; the logits will differ"
+            "mamba_norm_before_gate: the GGUF records it as falcon-h1.ssm.norm_before_gate; coil normalises before the gate as transformers does, llama.cpp (which ignores the key) gates first"
                 .to_string(),
         );
     }
@@ -104,6 +107,9 @@ pub(super) fn build(cx: &Cx) -> Result<Built> {
         md.f32("ssm.dt_min", m);
     }
     md.u32("ssm.group_count", ssm.n_group)?;
+    if norm_before_gate {
+        md.bool("ssm.norm_before_gate", true);
+    }
     md.f32("attention.layer_norm_rms_epsilon", eps);
     md.file_type(cx.file_type);
     if let Some(v) = c.int_get(&["vocab_size"]) {

@@ -3,13 +3,15 @@
 //! ```text
 //! [z | xBC | dt] = W_in u;  xBC = silu(conv(xBC) + b);  [x | B | C] = xBC
 //! y = scan(x, dt + b_dt, A, B, C, D) · silu(z)      (Δ clamped at ssm.dt_min when the file says)
-//! y = group_rms_norm(y) · w          (when the layer has ssm_norm; gate first, then norm)
+//! y = group_rms_norm(y) · w          (when the layer has ssm_norm; gate first, then norm —
+//!                                     or norm first, then gate, with ssm.norm_before_gate)
 //! out = W_out y
 //! ```
 
 use super::{chunk, conv_segments, ConvSrc, Pass, MIN_PARALLEL_WORK};
 use crate::error::Result;
 use crate::kernels::norm::group_rms_norm_inplace_with;
+use crate::kernels::ops::mul_silu_with;
 use crate::kernels::ssm::{ssm_scan2_range_raw, Scan2Args};
 use crate::model::compat::{matmul, SendPtr};
 use crate::model::weights::{Loader, Matrix};
@@ -78,6 +80,7 @@ impl Mamba2 {
         let (ssm_len, n_slot, rl) = (p.states.ssm_len, p.states.n_slot, self.rl);
         let (conv, proj) = (&sc.conv[..n_t * cd], &sc.proj[..n_t * dip]);
         let dt_col = 2 * e + 2 * g * n;
+        let gate_after = hp.norm_before_gate && self.norm.is_some();
         pool.run(segs.len() * n_ch, |task| {
             let (y, st_base) = (y, st_base);
             let s = segs[task / n_ch];
@@ -100,7 +103,8 @@ impl Mamba2 {
                 c: &conv[s.start * cd + e + g * n..],
                 bc_stride: cd,
                 d: Some(&self.d),
-                z: Some(&proj[s.start * dip..]),
+                // Gate in the scan's epilogue, unless the norm comes first.
+                z: if gate_after { None } else { Some(&proj[s.start * dip..]) },
                 z_stride: dip,
                 y_stride: e,
             };
@@ -113,6 +117,11 @@ impl Mamba2 {
         p.tm.lap(5);
         if let Some(norm) = &self.norm {
             group_rms_norm_inplace_with(isa, &mut sc.y[..n_t * e], norm, g, hp.eps);
+            if gate_after {
+                for t in 0..n_t {
+                    mul_silu_with(isa, &mut sc.y[t * e..(t + 1) * e], &sc.proj[t * dip..t * dip + e]);
+                }
+            }
             p.tm.lap(6);
         }
         matmul(&w.mat(&self.ssm_out)?, &sc.y[..n_t * e], n_t, &mut sc.out[..n_t * d], pool)?;
