@@ -1193,19 +1193,22 @@ tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 6);
 mod kquant {
     use super::super::actq::NatAct;
     use super::super::x86_avx2::{self as avx2, pack_k, tile_q_avx512, tile_q_dispatch, Dec2, K_RB};
-    use super::super::{tile_dispatch, ActKind, Kernel, QKernel, TileArgs};
+    use super::super::{tile_dispatch, ActKind, DecodeFn, Kernel, PreDecode, QKernel, TileArgs, TileFn};
     use std::arch::x86_64::*;
 
     /// The kernel of a k-quant type (`None` for the others).
     pub(super) fn kernel(ty: crate::gguf::GgmlType) -> Option<Kernel> {
         use crate::gguf::GgmlType as T;
-        let tile = match ty {
-            T::Q4_K => tile_q4_k,
-            T::Q5_K => tile_q5_k,
-            T::Q6_K => tile_q6_k,
+        let (tile, decode, pre): (TileFn, DecodeFn, TileFn) = match ty {
+            T::Q4_K => (tile_q4_k, decode_rows::<Q4K>, tile_q4_k_pre),
+            T::Q5_K => (tile_q5_k, decode_rows::<Q5K>, tile_q5_k_pre),
+            T::Q6_K => (tile_q6_k, decode_rows::<Q6K>, tile_q6_k_pre),
             _ => return None,
         };
-        // The AVX2 tile's shapes: 2 rows × 4 tokens, or 8 rows of one token.
+        // The AVX2 tile's shapes: 2 rows × 4 tokens, or 8 rows of one token. Prompts (several
+        // token tiles) decode each panel of rows once per token block (`matmul::drive`) into the
+        // widened super-blocks themselves, which the same tile then reads for every token tile:
+        // the same integers and float steps, so the same bits.
         Some(Kernel::Quant(QKernel {
             act: ActKind::Q8K,
             group: 256,
@@ -1214,9 +1217,60 @@ mod kquant {
             tile,
             rm: 2,
             rn: 4,
-            pre: None,
+            pre: Some(PreDecode { group: 256, bytes_per_group: PRE_BYTES, decode, tile: pre }),
         }))
     }
+
+    /// Bytes of one pre-decoded super-block: a [`KW`] as it is in registers.
+    const PRE_BYTES: usize = std::mem::size_of::<KW>().next_multiple_of(64);
+
+    /// Decodes `rows` rows of a k-quant type into `dst` (64-byte aligned), [`PRE_BYTES`] per
+    /// super-block: what the `*Pre` types below read back.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    unsafe fn decode_rows<D: Dec2<W = KW>>(rows: usize, a: &TileArgs, dst: *mut u8) {
+        let n_groups = a.n_cols / D::GE;
+        for r in 0..rows {
+            for g in 0..n_groups {
+                let w = D::decode(a.w.add(r * a.row_bytes + g * D::GB));
+                std::ptr::write_unaligned(dst.add((r * n_groups + g) * PRE_BYTES) as *mut KW, w);
+            }
+        }
+    }
+
+    /// `$t`: the widened k-quant type `$w`, read back from [`decode_rows`]' buffer.
+    macro_rules! predecoded {
+        ($t:ident, $w:ty) => {
+            pub(super) struct $t;
+            impl Dec2 for $t {
+                const GE: usize = 256;
+                const GB: usize = PRE_BYTES;
+                const RB: usize = <$w as Dec2>::RB;
+                type W = KW;
+                const K: bool = true;
+                const EXTRA: bool = <$w as Dec2>::EXTRA;
+                #[inline(always)]
+                unsafe fn decode(p: *const u8) -> KW {
+                    std::ptr::read_unaligned(p as *const KW)
+                }
+                #[inline(always)]
+                unsafe fn ipair(w: &KW, rec: *const u8) -> (__m256i, __m256i) {
+                    <$w as Dec2>::ipair(w, rec)
+                }
+                fn scales(w: &KW) -> (f32, f32) {
+                    (w.d, w.dmin)
+                }
+                fn pack(a: &NatAct, dst: &mut [u8]) {
+                    <$w as Dec2>::pack(a, dst)
+                }
+            }
+        };
+    }
+    predecoded!(Q4KPre, Q4K);
+    predecoded!(Q5KPre, Q5K);
+    predecoded!(Q6KPre, Q6K);
+    tile_q_dispatch!(tile_q4_k_pre, Q4KPre, tile_q_avx512);
+    tile_q_dispatch!(tile_q5_k_pre, Q5KPre, tile_q_avx512);
+    tile_q_dispatch!(tile_q6_k_pre, Q6KPre, tile_q_avx512);
 
     tile_q_dispatch!(tile_q4_k_512, Q4K, tile_q_avx512);
     tile_q_dispatch!(tile_q5_k_512, Q5K, tile_q_avx512);
