@@ -563,7 +563,12 @@ fn drive(
         Some(p) => w.n_cols.div_ceil(p.group) * p.bytes_per_group,
         None => row_bytes,
     };
-    let panel = if gemm { ((24 * 1024) / panel_row_bytes.max(1)).max(1).next_multiple_of(rm) } else { rows_per_task };
+    let block = pre.map_or(1, |p| p.row_block);
+    let panel = if gemm {
+        ((24 * 1024) / panel_row_bytes.max(1)).max(1).next_multiple_of(rm).next_multiple_of(block)
+    } else {
+        rows_per_task
+    };
     let outp = SyncPtr(out.as_mut_ptr());
     let actp = SyncPtr(act as *mut u8);
     let task = |i: usize| {

@@ -64,9 +64,12 @@ pub(crate) type DecodeFn = unsafe fn(rows: usize, a: &TileArgs, dst: *mut u8);
 /// results to the kernel's direct tile.
 #[derive(Clone, Copy)]
 pub(crate) struct PreDecode {
-    /// Weight values per group and decoded bytes per group.
+    /// Weight values per group and decoded bytes per group (per row).
     pub group: usize,
     pub bytes_per_group: usize,
+    /// Rows the decoded layout interleaves (1: row by row); panels are made of whole blocks of
+    /// them, and a partial last block is padded with zero rows.
+    pub row_block: usize,
     pub decode: DecodeFn,
     pub tile: TileFn,
 }

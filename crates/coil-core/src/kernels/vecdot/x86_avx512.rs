@@ -51,6 +51,7 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<Kernel> {
                 pre: Some(PreDecode {
                     group: <$d>::GE,
                     bytes_per_group: <$d>::DB,
+                    row_block: 1,
                     decode: decode_rows::<$d>,
                     tile: $pre,
                 }),
@@ -1193,22 +1194,46 @@ tile_dispatch!(tile_bf16, tile_fl::<WBF16>, 4, 6);
 mod kquant {
     use super::super::actq::NatAct;
     use super::super::x86_avx2::{self as avx2, pack_k, tile_q_avx512, tile_q_dispatch, Dec2, K_RB};
-    use super::super::{tile_dispatch, ActKind, DecodeFn, Kernel, PreDecode, QKernel, TileArgs, TileFn};
+    use super::super::{tile_dispatch, ActKind, Kernel, PreDecode, QKernel, TileArgs, TileFn};
     use std::arch::x86_64::*;
 
     /// The kernel of a k-quant type (`None` for the others).
     pub(super) fn kernel(ty: crate::gguf::GgmlType) -> Option<Kernel> {
         use crate::gguf::GgmlType as T;
-        let (tile, decode, pre): (TileFn, DecodeFn, TileFn) = match ty {
-            T::Q4_K => (tile_q4_k, decode_rows::<Q4K>, tile_q4_k_pre),
-            T::Q5_K => (tile_q5_k, decode_rows::<Q5K>, tile_q5_k_pre),
-            T::Q6_K => (tile_q6_k, decode_rows::<Q6K>, tile_q6_k_pre),
+        let pre = match ty {
+            // Q4_K/Q5_K prompts: rows interleaved 16 to a vector, VNNI products (`x16`).
+            T::Q4_K => PreDecode {
+                group: 256,
+                bytes_per_group: x16::ROW_BYTES,
+                row_block: 16,
+                decode: x16::decode_rows::<false>,
+                tile: x16::tile,
+            },
+            T::Q5_K => PreDecode {
+                group: 256,
+                bytes_per_group: x16::ROW_BYTES,
+                row_block: 16,
+                decode: x16::decode_rows::<true>,
+                tile: x16::tile,
+            },
+            T::Q6_K => PreDecode {
+                group: 256,
+                bytes_per_group: PRE_BYTES,
+                row_block: 1,
+                decode: decode_rows::<Q6K>,
+                tile: tile_q6_k_pre,
+            },
             _ => return None,
         };
+        let tile: TileFn = match ty {
+            T::Q4_K => tile_q4_k,
+            T::Q5_K => tile_q5_k,
+            _ => tile_q6_k,
+        };
         // The AVX2 tile's shapes: 2 rows × 4 tokens, or 8 rows of one token. Prompts (several
-        // token tiles) decode each panel of rows once per token block (`matmul::drive`) into the
-        // widened super-blocks themselves, which the same tile then reads for every token tile:
-        // the same integers and float steps, so the same bits.
+        // token tiles) decode each panel of rows once per token block (`matmul::drive`), which
+        // the pre-decoded tile then reads for every token tile; it computes the same integers and
+        // the same float steps, so the same bits.
         Some(Kernel::Quant(QKernel {
             act: ActKind::Q8K,
             group: 256,
@@ -1217,7 +1242,7 @@ mod kquant {
             tile,
             rm: 2,
             rn: 4,
-            pre: Some(PreDecode { group: 256, bytes_per_group: PRE_BYTES, decode, tile: pre }),
+            pre: Some(pre),
         }))
     }
 
@@ -1265,12 +1290,177 @@ mod kquant {
             }
         };
     }
-    predecoded!(Q4KPre, Q4K);
-    predecoded!(Q5KPre, Q5K);
     predecoded!(Q6KPre, Q6K);
-    tile_q_dispatch!(tile_q4_k_pre, Q4KPre, tile_q_avx512);
-    tile_q_dispatch!(tile_q5_k_pre, Q5KPre, tile_q_avx512);
     tile_q_dispatch!(tile_q6_k_pre, Q6KPre, tile_q_avx512);
+
+    /// Q4_K / Q5_K prompts with VNNI: 16 rows interleaved so that each 32-bit lane of a vector is
+    /// one row. Per 256-value super-block of a 16-row block the decoded layout holds
+    /// * `q`: 64 vectors, vector `8s + k` = values `32s + 4k .. +4` of each row (lane r = row r),
+    ///   unsigned (0..15, or 0..31 for Q5_K), for `vpdpbusd` with the signed activations;
+    /// * the 8 sub-block scales as i32 lanes (8 vectors), the 8 mins as i16 pairs (4 vectors:
+    ///   mins 2p, 2p+1 of each row), then `d` and `dmin` as f32 lanes.
+    ///
+    /// For a token, `S_s` = Σ q·x over sub-block s (exact, in i32 lanes), `I = Σ_s sc_s·S_s`,
+    /// `M = Σ_s min_s·bsum_s` (`vpdpwssd` on the pairs): the integers of the canonical order, one
+    /// row per lane; then per lane `acc + (f32(I)·d)·d_x − (f32(M)·dmin)·d_x`, the canonical float
+    /// steps. So the same bits as every other path.
+    mod x16 {
+        use super::super::super::TileArgs;
+        use super::{avx2, Dec2, K_RB};
+        use crate::quant::half::f16_to_f32;
+        use std::arch::x86_64::*;
+
+        const Q_OFF: usize = 0;
+        const SC_OFF: usize = 64 * 64;
+        const MIN_OFF: usize = SC_OFF + 8 * 64;
+        const D_OFF: usize = MIN_OFF + 4 * 64;
+        const DMIN_OFF: usize = D_OFF + 64;
+        /// Bytes of one super-block of a 16-row block.
+        const BLOCK_BYTES: usize = DMIN_OFF + 64;
+        /// Bytes per row and super-block (`PreDecode::bytes_per_group`).
+        pub(in super::super) const ROW_BYTES: usize = BLOCK_BYTES / 16;
+
+        /// ggml's `get_scale_min_k4`.
+        fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+            if j < 4 {
+                (s[j] & 63, s[j + 4] & 63)
+            } else {
+                ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+            }
+        }
+
+        /// Decodes `rows` rows (Q4_K, or Q5_K when `Q5`) into blocks of 16 interleaved rows at
+        /// `dst` (64-byte aligned), the rows past `rows` of the last block zero: each row's values
+        /// with the AVX2 decoder, then a 16 × 64 transpose of 4-byte groups (gathers).
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+        pub(in super::super) unsafe fn decode_rows<const Q5: bool>(rows: usize, a: &TileArgs, dst: *mut u8) {
+            #[repr(C, align(64))]
+            struct Tmp([u8; 16 * 256]);
+            let mut tmp = Tmp([0; 16 * 256]);
+            let n_groups = a.n_cols / 256;
+            let gb = if Q5 { 176 } else { 144 };
+            let idx = _mm512_mullo_epi32(
+                _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                _mm512_set1_epi32(256),
+            );
+            for b in 0..rows.div_ceil(16) {
+                let valid = 16.min(rows - 16 * b);
+                for g in 0..n_groups {
+                    let blk = dst.add((b * n_groups + g) * BLOCK_BYTES);
+                    std::ptr::write_bytes(blk.add(SC_OFF), 0, BLOCK_BYTES - SC_OFF);
+                    for r in 0..16 {
+                        let row = tmp.0.as_mut_ptr().add(256 * r);
+                        if r >= valid {
+                            std::ptr::write_bytes(row, 0, 256);
+                            continue;
+                        }
+                        let p = a.w.add((16 * b + r) * a.row_bytes + g * gb);
+                        let q = if Q5 { <avx2::Q5K as Dec2>::decode(p).q } else { <avx2::Q4K as Dec2>::decode(p).q };
+                        for (v, x) in q.iter().enumerate() {
+                            _mm256_store_si256(row.add(32 * v) as *mut _, *x);
+                        }
+                        let p = std::slice::from_raw_parts(p, 16);
+                        *(blk.add(D_OFF + 4 * r) as *mut f32) = f16_to_f32(u16::from_le_bytes([p[0], p[1]]));
+                        *(blk.add(DMIN_OFF + 4 * r) as *mut f32) = f16_to_f32(u16::from_le_bytes([p[2], p[3]]));
+                        let mut mins = [0u32; 8];
+                        for (s, m) in mins.iter_mut().enumerate() {
+                            let (scale, min) = scale_min(s, &p[4..16]);
+                            *(blk.add(SC_OFF + 64 * s + 4 * r) as *mut i32) = scale as i32;
+                            *m = min as u32;
+                        }
+                        for pair in 0..4 {
+                            *(blk.add(MIN_OFF + 64 * pair + 4 * r) as *mut u32) =
+                                mins[2 * pair] | (mins[2 * pair + 1] << 16);
+                        }
+                    }
+                    for j in 0..64 {
+                        let v = _mm512_i32gather_epi32::<1>(
+                            _mm512_add_epi32(idx, _mm512_set1_epi32(4 * j as i32)),
+                            tmp.0.as_ptr() as *const i32,
+                        );
+                        _mm512_store_si512(blk.add(Q_OFF + 64 * j) as *mut _, v);
+                    }
+                }
+            }
+        }
+
+        /// The pre-decoded tile (`TileFn`): `rows` rows of the panel at `a.w` (blocks of 16),
+        /// `rn` tokens.
+        pub(in super::super) unsafe fn tile(rows: usize, rn: usize, a: &TileArgs) {
+            for b in 0..rows.div_ceil(16) {
+                let mut t = 0;
+                while t < rn {
+                    let nt = (rn - t).min(4);
+                    match nt {
+                        1 => block::<1>(a, b, t, rows),
+                        2 => block::<2>(a, b, t, rows),
+                        3 => block::<3>(a, b, t, rows),
+                        _ => block::<4>(a, b, t, rows),
+                    }
+                    t += nt;
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+        unsafe fn block<const NT: usize>(a: &TileArgs, b: usize, t0: usize, rows: usize) {
+            let n_groups = a.n_cols / 256;
+            // The block's super-blocks follow each other (`a.row_bytes` = n_groups·ROW_BYTES).
+            let base = a.w.add(b * 16 * a.row_bytes);
+            let mut acc = [_mm512_setzero_ps(); NT];
+            for g in 0..n_groups {
+                let blk = base.add(g * BLOCK_BYTES);
+                let recs: [*const u8; NT] = std::array::from_fn(|t| a.act.add((t0 + t) * a.act_stride + g * K_RB));
+                let mut iv = [_mm512_setzero_si512(); NT];
+                for s in 0..8 {
+                    let mut sv = [_mm512_setzero_si512(); NT];
+                    for k in 0..8 {
+                        let q = _mm512_load_si512(blk.add(Q_OFF + 64 * (8 * s + k)) as *const _);
+                        for t in 0..NT {
+                            let x =
+                                _mm512_set1_epi32(std::ptr::read_unaligned(recs[t].add(32 * s + 4 * k) as *const i32));
+                            sv[t] = _mm512_dpbusd_epi32(sv[t], q, x);
+                        }
+                    }
+                    let sc = _mm512_load_si512(blk.add(SC_OFF + 64 * s) as *const _);
+                    for t in 0..NT {
+                        iv[t] = _mm512_add_epi32(iv[t], _mm512_mullo_epi32(sv[t], sc));
+                    }
+                }
+                let d = _mm512_load_ps(blk.add(D_OFF) as *const f32);
+                let dmin = _mm512_load_ps(blk.add(DMIN_OFF) as *const f32);
+                for t in 0..NT {
+                    let rec = recs[t];
+                    // bsum of sub-block s = the two 16-value sums of the activation record.
+                    let bs = |s: usize| -> i32 {
+                        let lo = std::ptr::read_unaligned(rec.add(256 + 4 * s) as *const i16) as i32;
+                        let hi = std::ptr::read_unaligned(rec.add(258 + 4 * s) as *const i16) as i32;
+                        lo + hi
+                    };
+                    let mut mv = _mm512_setzero_si512();
+                    for pair in 0..4 {
+                        let x = ((bs(2 * pair) as i16 as u16 as u32) | ((bs(2 * pair + 1) as i16 as u16 as u32) << 16))
+                            as i32;
+                        let m = _mm512_load_si512(blk.add(MIN_OFF + 64 * pair) as *const _);
+                        mv = _mm512_dpwssd_epi32(mv, m, _mm512_set1_epi32(x));
+                    }
+                    let dx = _mm512_set1_ps(std::ptr::read_unaligned(rec.add(288) as *const f32));
+                    let f = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(iv[t]), d), dx);
+                    let m = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(mv), dmin), dx);
+                    acc[t] = _mm512_sub_ps(_mm512_add_ps(acc[t], f), m);
+                }
+            }
+            let valid = 16.min(rows - 16 * b);
+            for (t, v) in acc.iter().enumerate() {
+                let mut lanes = [0f32; 16];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), *v);
+                let out = a.out.add((t0 + t) * a.out_stride + 16 * b);
+                for (r, l) in lanes.iter().enumerate().take(valid) {
+                    *out.add(r) = *l;
+                }
+            }
+        }
+    }
 
     tile_q_dispatch!(tile_q4_k_512, Q4K, tile_q_avx512);
     tile_q_dispatch!(tile_q5_k_512, Q5K, tile_q_avx512);
