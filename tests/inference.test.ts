@@ -153,11 +153,16 @@ describe("quantized weights", () => {
   // f32): what remains is the kernels' own error (activations go through Q8 as in ggml), which a
   // broken kernel blows up. Tiny random models are a worst case for quantization itself, so the
   // distance to the original f32 model is only reported (docs/benchmarks.md), not bounded tightly.
-  for (const type of ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q6_k"]) {
-    it(type, async () => {
-      const ref = reference("mamba2");
-      await coil.quantize(gguf("mamba2"), gguf("mamba2", type), type);
-      await coil.quantize(gguf("mamba2", type), gguf("mamba2", `${type}-deq`), "f32");
+  // Mamba-2 in every type; the hybrids (experts, attention, short convs, parallel mixers) in two.
+  const CASES: Array<[string, string]> = [
+    ...["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q6_k"].map((t): [string, string] => ["mamba2", t]),
+    ...["granite-hybrid-moe", "nemotron-h-moe", "falcon-h1", "lfm2-moe"].flatMap((m) => ["q8_0", "q4_0"].map((t): [string, string] => [m, t])),
+  ];
+  for (const [name, type] of CASES) {
+    it(`${name} ${type}`, async () => {
+      const ref = reference(name);
+      await coil.quantize(gguf(name), gguf(name, type), type);
+      await coil.quantize(gguf(name, type), gguf(name, `${type}-deq`), "f32");
       const p = ref.prompts.at(-1)!.tokens;
       const run = async (file: string, backend: "native" | "wasm") => {
         await using m = await coil.loadModel(file, { backend });
@@ -166,8 +171,8 @@ describe("quantized weights", () => {
       };
       const byBackend: Float32Array[] = [];
       for (const backend of BACKENDS) {
-        const q = await run(gguf("mamba2", type), backend);
-        const deq = await run(gguf("mamba2", `${type}-deq`), backend);
+        const q = await run(gguf(name, type), backend);
+        const deq = await run(gguf(name, `${type}-deq`), backend);
         const V = q.V;
         let scale = 0;
         let d = 0;

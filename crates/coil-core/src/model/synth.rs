@@ -643,10 +643,11 @@ pub fn synth_hybrid_gguf(s: &HybridSpec) -> Result<Vec<u8>> {
     let mut g2 = Gen(SplitMix64::new(s.seed ^ 0x5eed));
     let mt = s.matrix_type;
     let inv = |x: usize| 1.0 / (x as f32).sqrt();
-    // A `rows` × `cols` matrix (ggml `{cols, rows}`); rows that are not whole blocks: F16.
+    // A `rows` × `cols` matrix (ggml `{cols, rows}`); rows that are not whole blocks of the type
+    // get llama-quantize's fallback (Q4_K -> Q5_0 for Nemotron-H's 4480 columns, say).
     let mut mat = |w: &mut GgufWriter, name: String, rows: usize, cols: usize, scale: f32| -> Result<()> {
         let v = g1.sym(rows * cols, scale);
-        let ty = if (cols as u64).is_multiple_of(mt.block_size()) { mt } else { GgmlType::F16 };
+        let ty = crate::quant::rules::fallback_type(mt, cols as u64);
         w.add_tensor(name, vec![cols as u64, rows as u64], ty.id(), encode(ty, &v, cols)?)?;
         Ok(())
     };
