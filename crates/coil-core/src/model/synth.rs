@@ -547,22 +547,10 @@ impl HybridSpec {
     }
 }
 
-/// llama.cpp's `general.file_type` for "mostly `ty`" (so its tools label the file right).
+/// llama.cpp's `general.file_type` for "mostly `ty`" (so its tools label the file right): the
+/// converter's table.
 fn file_type(ty: GgmlType) -> u32 {
-    match ty {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q4_1 => 3,
-        GgmlType::Q8_0 => 7,
-        GgmlType::Q5_0 => 8,
-        GgmlType::Q5_1 => 9,
-        GgmlType::Q4_K => 15,
-        GgmlType::Q5_K => 17,
-        GgmlType::Q6_K => 18,
-        GgmlType::BF16 => 32,
-        _ => 0,
-    }
+    crate::convert::OutType::from_name(&ty.to_string().to_lowercase()).and_then(|o| o.file_type()).unwrap_or(0)
 }
 
 /// Builds the GGUF bytes of a random hybrid model of shape `s`, in llama.cpp's layout.
