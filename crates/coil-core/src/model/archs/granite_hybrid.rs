@@ -13,8 +13,9 @@
 
 use super::Layers;
 use crate::error::Result;
-use crate::model::blocks::attention::{Attention, AttnOpts, Out};
-use crate::model::blocks::ffn::{Act, Dense, Ffn, Moe};
+use crate::model::blocks::attention::{Attention, AttnOpts};
+use crate::model::blocks::ffn::{Act, Ffn};
+use crate::model::blocks::layer::{Mixer, PreNormLayer};
 use crate::model::blocks::mamba2::Mamba2;
 use crate::model::blocks::Pass;
 use crate::model::hparams::{
@@ -45,43 +46,24 @@ pub(super) fn hparams(k: &Keys, hp: &mut HParams) -> Result<()> {
     Ok(())
 }
 
-enum Mixer {
-    Mamba(Mamba2),
-    Attention(Attention),
-}
-
-struct Layer {
-    attn_norm: Vec<f32>,
-    mixer: Mixer,
-    ffn_norm: Vec<f32>,
-    ffn: Ffn,
-}
-
 pub(super) struct Model {
-    layers: Vec<Layer>,
+    layers: Vec<PreNormLayer>,
     residual_scale: f32,
 }
 
 impl Model {
     pub fn load(l: &mut Loader) -> Result<Model> {
         let hp = l.hp;
-        let d = hp.n_embd as u64;
-        let mut layers = Vec::new();
+        let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {
-            let b = |x: &str| format!("blk.{i}.{x}");
-            let attn_norm = l.f32(&b("attn_norm.weight"), &[&[d]])?;
-            let mixer = if hp.is_attention(i) {
-                Mixer::Attention(Attention::load(l, i, AttnOpts::default())?)
-            } else {
-                Mixer::Mamba(Mamba2::load(l, i, true)?)
+            let mixer = |l: &mut Loader| -> Result<Mixer> {
+                Ok(if hp.is_attention(i) {
+                    Mixer::Attention(Attention::load(l, i, AttnOpts::default())?)
+                } else {
+                    Mixer::Mamba2(Mamba2::load(l, i, true)?)
+                })
             };
-            let ffn_norm = l.f32(&b("ffn_norm.weight"), &[&[d]])?;
-            let ffn = if hp.moe[i] {
-                Ffn::Moe(Moe::load(l, i, Act::SwiGlu, false)?)
-            } else {
-                Ffn::Dense(Dense::load(l, i, "", Act::SwiGlu, hp.n_ff[i])?)
-            };
-            layers.push(Layer { attn_norm, mixer, ffn_norm, ffn });
+            layers.push(PreNormLayer::load(l, i, mixer, |l| Ffn::load(l, i, Act::SwiGlu, false))?);
         }
         Ok(Model { layers, residual_scale: hp.residual_scale })
     }
@@ -90,15 +72,7 @@ impl Model {
 impl Layers for Model {
     fn forward(&self, p: &mut Pass) -> Result<()> {
         for l in &self.layers {
-            p.norm(&l.attn_norm);
-            match &l.mixer {
-                Mixer::Mamba(m) => m.forward(p)?,
-                Mixer::Attention(a) => a.forward(p, Out::Out)?,
-            }
-            p.residual(self.residual_scale);
-            p.norm(&l.ffn_norm);
-            l.ffn.forward(p)?;
-            p.residual(self.residual_scale);
+            l.forward(p, self.residual_scale)?;
         }
         Ok(())
     }

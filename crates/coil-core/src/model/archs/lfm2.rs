@@ -11,8 +11,9 @@
 
 use super::Layers;
 use crate::error::{CoilError, ErrorCode, Result};
-use crate::model::blocks::attention::{Attention, AttnOpts, Out};
-use crate::model::blocks::ffn::{Act, Dense, Ffn, Moe};
+use crate::model::blocks::attention::{Attention, AttnOpts};
+use crate::model::blocks::ffn::{Act, Ffn};
+use crate::model::blocks::layer::{Mixer, PreNormLayer};
 use crate::model::blocks::shortconv::ShortConv;
 use crate::model::blocks::Pass;
 use crate::model::hparams::{moe_layers, read_attention, read_experts, Gating, HParams, Keys, Rope, MAX_DIM};
@@ -45,42 +46,23 @@ pub(super) fn hparams(k: &Keys, hp: &mut HParams) -> Result<()> {
     Ok(())
 }
 
-enum Mixer {
-    Conv(ShortConv),
-    Attention(Attention),
-}
-
-struct Layer {
-    attn_norm: Vec<f32>,
-    mixer: Mixer,
-    ffn_norm: Vec<f32>,
-    ffn: Ffn,
-}
-
 pub(super) struct Model {
-    layers: Vec<Layer>,
+    layers: Vec<PreNormLayer>,
 }
 
 impl Model {
     pub fn load(l: &mut Loader) -> Result<Model> {
         let hp = l.hp;
-        let d = hp.n_embd as u64;
-        let mut layers = Vec::new();
+        let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {
-            let b = |x: &str| format!("blk.{i}.{x}");
-            let attn_norm = l.f32(&b("attn_norm.weight"), &[&[d]])?;
-            let mixer = if hp.is_attention(i) {
-                Mixer::Attention(Attention::load(l, i, AttnOpts { qk_norm: true, no_out_bias: true })?)
-            } else {
-                Mixer::Conv(ShortConv::load(l, i)?)
+            let mixer = |l: &mut Loader| -> Result<Mixer> {
+                Ok(if hp.is_attention(i) {
+                    Mixer::Attention(Attention::load(l, i, AttnOpts { qk_norm: true, no_out_bias: true })?)
+                } else {
+                    Mixer::ShortConv(ShortConv::load(l, i)?)
+                })
             };
-            let ffn_norm = l.f32(&b("ffn_norm.weight"), &[&[d]])?;
-            let ffn = if hp.moe[i] {
-                Ffn::Moe(Moe::load(l, i, Act::SwiGlu, true)?)
-            } else {
-                Ffn::Dense(Dense::load(l, i, "", Act::SwiGlu, hp.n_ff[i])?)
-            };
-            layers.push(Layer { attn_norm, mixer, ffn_norm, ffn });
+            layers.push(PreNormLayer::load(l, i, mixer, |l| Ffn::load(l, i, Act::SwiGlu, true))?);
         }
         Ok(Model { layers })
     }
@@ -89,15 +71,7 @@ impl Model {
 impl Layers for Model {
     fn forward(&self, p: &mut Pass) -> Result<()> {
         for l in &self.layers {
-            p.norm(&l.attn_norm);
-            match &l.mixer {
-                Mixer::Conv(c) => c.forward(p)?,
-                Mixer::Attention(a) => a.forward(p, Out::Out)?,
-            }
-            p.residual(0.0);
-            p.norm(&l.ffn_norm);
-            l.ffn.forward(p)?;
-            p.residual(0.0);
+            l.forward(p, 0.0)?;
         }
         Ok(())
     }

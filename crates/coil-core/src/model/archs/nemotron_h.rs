@@ -12,7 +12,7 @@
 use super::Layers;
 use crate::error::{CoilError, ErrorCode, Result};
 use crate::model::blocks::attention::{Attention, AttnOpts, Out};
-use crate::model::blocks::ffn::{Act, Dense, Ffn, Moe};
+use crate::model::blocks::ffn::{Act, Ffn};
 use crate::model::blocks::mamba2::Mamba2;
 use crate::model::blocks::Pass;
 use crate::model::hparams::{read_attention, read_mamba2_ssm, Gating, HParams, Keys, Rope, MAX_DIM};
@@ -32,9 +32,9 @@ pub(super) fn hparams(k: &Keys, hp: &mut HParams) -> Result<()> {
     hp.n_head_kv.truncate(hp.n_layer);
     let ff = &ff[..hp.n_layer];
     hp.recurrent = (0..hp.n_layer).map(|i| hp.n_head_kv[i] == 0 && ff[i] == 0).collect();
-    for i in 0..hp.n_layer {
-        if ff[i] > 0 {
-            hp.n_head_kv[i] = 0; // an FFN layer
+    for (kv, &f) in hp.n_head_kv.iter_mut().zip(ff) {
+        if f > 0 {
+            *kv = 0; // an FFN layer
         }
     }
     let n_expert = k.opt_usize("expert_count", 4096)?.unwrap_or(0);
@@ -84,10 +84,8 @@ impl Model {
                 Mixer::Mamba(Mamba2::load(l, i, true)?)
             } else if hp.is_attention(i) {
                 Mixer::Attention(Attention::load(l, i, AttnOpts::default())?)
-            } else if hp.moe[i] {
-                Mixer::Ffn(Ffn::Moe(Moe::load(l, i, Act::Relu2, true)?))
             } else {
-                Mixer::Ffn(Ffn::Dense(Dense::load(l, i, "", Act::Relu2, hp.n_ff[i])?))
+                Mixer::Ffn(Ffn::load(l, i, Act::Relu2, true)?)
             };
             layers.push((norm, mixer));
         }

@@ -227,6 +227,16 @@ pub enum Ffn {
 }
 
 impl Ffn {
+    /// Layer `i`'s FFN: MoE where the model says so (`hp.moe[i]`, with the selection bias when
+    /// `probs_bias`), else dense of `hp.n_ff[i]`.
+    pub fn load(l: &mut Loader, i: usize, act: Act, probs_bias: bool) -> Result<Ffn> {
+        Ok(if l.hp.moe[i] {
+            Ffn::Moe(Moe::load(l, i, act, probs_bias)?)
+        } else {
+            Ffn::Dense(Dense::load(l, i, "", act, l.hp.n_ff[i])?)
+        })
+    }
+
     /// `sc.u` in, `sc.out` out.
     pub fn forward(&self, p: &mut Pass) -> Result<()> {
         match self {

@@ -12,6 +12,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod ffn;
+pub(crate) mod layer;
 pub(crate) mod mamba1;
 pub(crate) mod mamba2;
 pub(crate) mod shortconv;
